@@ -1,0 +1,211 @@
+"""What get, put and close do: the local cache first, the gate best-effort behind it.
+
+Promises kept here (DESIGN.md, "Rules the helper never breaks"): a remote failure of any kind is
+a miss or a dropped upload, never an error to go; a remote body reaches go only after its SHA-256
+matched the output id; a put is answered once the body is on local disk and uploaded in the
+background; close waits for uploads at most ``flush_timeout`` seconds; a read-only run, or one the
+gate refused an upload, never uploads again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from . import __version__
+from .config import Config
+from .l1 import L1, L1Entry, L1Error
+from .remote import Refused, Remote, RemoteError, RemoteUnavailable
+from .stats import Stats
+from .workers import Workers
+
+__all__ = ["Cache"]
+
+_COMPRESS_MIN_BYTES = 512
+_UPLOAD_THREADS = 8
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"gocacheprog: {message}\n")
+    sys.stderr.flush()
+
+
+class Cache:
+    def __init__(self, cfg: Config, l1: L1, remote: Remote | None, stats: Stats,
+                 say: Callable[[str], None] = _say) -> None:
+        self.cfg = cfg
+        self.l1 = l1
+        self.remote = remote
+        self.stats = stats
+        self._say = say
+        self._said: set[str] = set()
+        self._lock = threading.Lock()
+        self._missed_at: dict[bytes, float] = {}  # action -> when go missed it (for compute ms)
+        self._uploads = Workers("upload", _UPLOAD_THREADS)
+        self._upload = remote is not None and not cfg.read_only
+        self._started = time.monotonic()
+
+    def say_once(self, key: str, message: str) -> None:
+        with self._lock:
+            if key in self._said:
+                return
+            self._said.add(key)
+        self._say(message)
+
+    def _remote_failed(self, exc: RemoteError) -> None:
+        """Count a failure; once the circuit opens, tell the person once."""
+        if isinstance(exc, RemoteUnavailable) or (self.remote is not None and self.remote.open_reason):
+            self.say_once("circuit", f"gate unavailable ({exc}); using the local cache only from now on")
+        if isinstance(exc, Refused):
+            assert self.remote is not None
+            if exc.status == 401:
+                self.remote.disable(str(exc))
+                self.say_once("401", f"the gate refused the token ({exc}); using the local cache only")
+            else:
+                self._upload = False
+                self.say_once("403", f"the gate refused an upload ({exc}); keeping puts local (read-only)")
+
+    # -- get ---------------------------------------------------------------------------------------
+
+    def lookup(self, action_id: bytes) -> tuple[L1Entry | None, bool]:
+        """The local answer at once: (entry, False) hit; (None, True) ask the gate; (None, False) miss."""
+        entry = self.l1.get(action_id)
+        if entry is not None:
+            self.stats.add(gets=1, hits=1, local_hits=1)
+            return entry, False
+        if self.remote is not None and self.remote.open_reason is None:
+            return None, True
+        self._missed(action_id)
+        return None, False
+
+    def fetch(self, action_id: bytes) -> L1Entry | None:
+        """Ask the gate (after ``lookup`` said to); runs in a worker thread, never raises."""
+        start = time.monotonic()
+        entry = self._fetch(action_id)
+        wait_ms = int((time.monotonic() - start) * 1000)
+        if entry is None:
+            self.stats.add(remote_wait_ms=wait_ms)
+            self._missed(action_id)
+        else:
+            self.stats.add(gets=1, hits=1, remote_hits=1, remote_wait_ms=wait_ms)
+        return entry
+
+    def _missed(self, action_id: bytes) -> None:
+        self.stats.add(gets=1, misses=1)
+        with self._lock:
+            self._missed_at[action_id] = time.monotonic()
+
+    def _fetch(self, action_id: bytes) -> L1Entry | None:
+        assert self.remote is not None
+        try:
+            download = self.remote.get(action_id.hex())
+        except RemoteError as exc:
+            if not isinstance(exc, RemoteUnavailable):
+                self.stats.add(remote_errors=1)
+            self._remote_failed(exc)
+            return None
+        if download is None:
+            return None
+        digest = hashlib.sha256()
+        received = 0
+        tmp: str | None = None
+        try:
+            with self.l1.create_temp(download.output_id) as (tmp, f):
+                for chunk in download.chunks():
+                    digest.update(chunk)
+                    f.write(chunk)
+                    received += len(chunk)
+        except L1Error as exc:
+            download.finish(ok=False)
+            self.say_once("l1", f"local cache not writable ({exc}); remote hits cannot be used")
+            return None
+        except Exception as exc:  # noqa: BLE001 - wire, decoder or disk: any of them makes this a miss
+            download.finish(ok=False)
+            self.stats.add(remote_errors=1, bytes_downloaded=download.wire_bytes)
+            self.say_once("body", f"a remote body failed to arrive whole ({type(exc).__name__}: {exc})")
+            return None
+        download.finish(ok=True)
+        self.stats.add(bytes_downloaded=download.wire_bytes)
+        if received != download.size or digest.digest() != download.output_id:
+            os.unlink(tmp)
+            self.stats.add(corrupt=1)
+            self.say_once("corrupt", f"discarded a remote entry whose body does not match its digest "
+                                      f"(action {action_id.hex()[:16]}…)")
+            return None
+        try:
+            self.l1.commit_output(tmp, download.output_id)
+            entry = self.l1.put_action(action_id, download.output_id, download.size,
+                                       download.put_time or datetime.now(UTC))
+        except L1Error as exc:
+            self.say_once("l1", f"local cache not writable ({exc}); remote hits cannot be used")
+            return None
+        self.stats.add(compute_ms_saved=download.compute_ms)
+        return entry
+
+    # -- put ---------------------------------------------------------------------------------------
+
+    def put(self, action_id: bytes, output_id: bytes, body: bytes) -> L1Entry:
+        """Store locally and answer; the upload goes on in the background. Raises L1Error."""
+        entry = self.l1.put(action_id, output_id, body, datetime.now(UTC))
+        self.stats.add(puts=1)
+        with self._lock:
+            missed_at = self._missed_at.pop(action_id, None)
+        compute_ms = None if missed_at is None else int((time.monotonic() - missed_at) * 1000)
+        if self._upload and self.remote is not None and self.remote.open_reason is None:
+            self._uploads.submit(lambda: self._upload_one(action_id, entry, compute_ms))
+        return entry
+
+    def _upload_one(self, action_id: bytes, entry: L1Entry, compute_ms: int | None) -> None:
+        assert self.remote is not None
+        if not self._upload or self.remote.open_reason is not None:
+            return
+        try:
+            with open(entry.path, "rb") as f:
+                body = f.read()
+        except OSError:
+            return  # trimmed meanwhile: nothing to upload
+        payload, encoding = body, "identity"
+        if len(body) >= _COMPRESS_MIN_BYTES:
+            import zstandard
+
+            packed = zstandard.ZstdCompressor(level=1).compress(body)
+            if len(packed) < len(body) * 0.9:
+                payload, encoding = packed, "zstd"
+        try:
+            self.remote.put(action_id.hex(), entry.output_id.hex(), entry.size, payload, encoding, compute_ms)
+        except RemoteError as exc:
+            if not isinstance(exc, RemoteUnavailable):
+                self.stats.add(upload_errors=1)
+            self._remote_failed(exc)
+            return
+        self.stats.add(uploads=1, bytes_uploaded=len(payload))
+
+    # -- close -------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush uploads (bounded), report the session, write the stats; never raises."""
+        if self.remote is not None:
+            dropped = self._uploads.drain(self.cfg.flush_timeout)
+            if dropped:
+                self.stats.add(uploads_dropped=dropped)
+                self._say(f"{dropped} uploads still pending after {self.cfg.flush_timeout:g}s; dropped")
+            if self.remote.open_reason is None:
+                report: dict[str, object] = dict(self.stats.snapshot())
+                report.update({k.lower(): v for k, v in self.cfg.job.items()})
+                report["duration_ms"] = int((time.monotonic() - self._started) * 1000)
+                report["helper_version"] = __version__
+                with contextlib.suppress(RemoteError):  # best effort: the stats file has them too
+                    self.remote.post_session(report)
+        if self.cfg.stats_file:
+            try:
+                self.stats.write(self.cfg.stats_file)
+            except OSError as exc:
+                self._say(f"cannot write the stats file: {exc.strerror}")
+        if self.cfg.verbose:
+            self._say(self.stats.summary().removeprefix("gocacheprog: "))

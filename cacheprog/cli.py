@@ -1,0 +1,85 @@
+"""``gocacheprog``: started by go once per command; the handshake goes out before any import."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from . import HANDSHAKE
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .l1 import L1
+    from .remote import Remote
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help", "--version"} & set(args) or sys.stdin is None or sys.stdin.isatty():
+        return _no_go(args)
+    os.write(1, HANDSHAKE)
+    return _serve(args)
+
+
+def _no_go(args: list[str]) -> int:
+    """Run by a person, not by go: answer --help and --version, explain anything else."""
+    from .config import ConfigError, build_parser
+
+    try:
+        build_parser().parse_args(args)
+    except ConfigError as exc:
+        sys.stderr.write(f"gocacheprog: {exc}\n")
+        return 2
+    sys.stderr.write("gocacheprog: go starts this helper; set GOCACHEPROG=gocacheprog (see --help)\n")
+    return 2
+
+
+def _serve(args: list[str]) -> int:
+    from .cache import Cache
+    from .config import Config, ConfigError, load_config
+    from .l1 import L1
+    from .loop import serve
+    from .stats import Stats
+
+    try:
+        cfg = load_config(args, os.environ)
+    except ConfigError as exc:
+        # Failing here would abort the build: run on the local cache alone and say why.
+        sys.stderr.write(f"gocacheprog: {exc}; using the local cache only\n")
+        cfg = Config(url=None, namespace="default", dir=load_config([], {}).dir)
+    l1 = L1(cfg.dir, cfg.l1_max_bytes)
+    remote = _remote(cfg)
+    _trim_in_background(l1)
+    serve(Cache(cfg, l1, remote, Stats()), sys.stdin.buffer, sys.stdout.fileno())
+    return 0
+
+
+def _remote(cfg: Config) -> Remote | None:
+    if cfg.url is None:
+        return None
+    from .remote import Remote
+    from .tokens import FileToken, StaticToken, TokenSource
+
+    tokens: TokenSource | None = None
+    if cfg.token_file:
+        tokens = FileToken(cfg.token_file)
+    elif cfg.token:
+        tokens = StaticToken(cfg.token)
+    elif cfg.auth == "google":
+        from .google_token import GoogleIDToken
+
+        tokens = GoogleIDToken(cfg.audience or cfg.url)
+    return Remote(cfg.url, cfg.namespace, tokens, cfg.timeout, cfg.job)
+
+
+def _trim_in_background(l1: L1) -> None:
+    import threading
+
+    threading.Thread(target=l1.trim_if_due, name="trim", daemon=True).start()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""The local disk cache (L1): shared by every go command and helper of a job, without locks.
+
+Layout, close to Go's own cache: ``DIR/xx/<action>-a`` holds ``v1 <output> <size> <put-ns>`` and
+``DIR/xx/<output>-d`` holds the body (``xx`` = the first two hex digits). Every file lands by
+rename from a temp file in the same directory, so a reader sees a whole file or none, and two
+writers of the same entry both write the same bytes. The modification time is the LRU clock:
+a hit moves it forward (at most every few minutes, to spare writes), and ``trim`` deletes the
+oldest files beyond the size bound, never one used in the last hour (a running go command may
+still read a path it was handed).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import BinaryIO
+
+__all__ = ["L1", "L1Entry", "L1Error"]
+
+_TOUCH_AFTER_S = 600  # refresh the LRU clock of a file used less recently than this
+_TRIM_EVERY_S = 300  # at most one trim per this many seconds per cache directory
+_KEEP_RECENT_S = 3600  # trim never deletes files used more recently than this
+_STALE_TEMP_S = 3600
+
+
+class L1Error(Exception):
+    """The local cache could not be written (disk full, read-only, permissions)."""
+
+
+@dataclass(frozen=True)
+class L1Entry:
+    output_id: bytes
+    size: int
+    put_time: datetime
+    path: str  # the body on disk: what go reads (DiskPath)
+
+
+class L1:
+    def __init__(self, root: str, max_bytes: int) -> None:
+        self.root = os.path.abspath(root)
+        self.max_bytes = max_bytes
+
+    def _path(self, hex_id: str, kind: str) -> str:
+        return os.path.join(self.root, hex_id[:2], f"{hex_id}-{kind}")
+
+    def output_path(self, output_id: bytes) -> str:
+        return self._path(output_id.hex(), "d")
+
+    def get(self, action_id: bytes) -> L1Entry | None:
+        """The entry for an action, if both its files are here and agree; never raises."""
+        action_path = self._path(action_id.hex(), "a")
+        try:
+            with open(action_path, "rb") as f:
+                fields = f.read(200).split()
+            if len(fields) != 4 or fields[0] != b"v1":
+                return None
+            output_id = bytes.fromhex(fields[1].decode())
+            size = int(fields[2])
+            put_ns = int(fields[3])
+            path = self.output_path(output_id)
+            st = os.stat(path)
+        except (OSError, ValueError):
+            return None
+        if st.st_size != size:
+            return None
+        now = time.time()
+        if now - st.st_mtime > _TOUCH_AFTER_S:
+            try:
+                os.utime(path)
+                os.utime(action_path)
+            except OSError:
+                pass
+        return L1Entry(output_id, size, datetime.fromtimestamp(put_ns / 1e9, UTC), path)
+
+    def put(self, action_id: bytes, output_id: bytes, body: bytes, put_time: datetime) -> L1Entry:
+        """Store a body and the action that names it; raises L1Error."""
+        path = self.output_path(output_id)
+        try:
+            same = os.stat(path).st_size == len(body)
+        except OSError:
+            same = False
+        if not same:
+            with self.create_temp(output_id) as (tmp, f):
+                f.write(body)
+            self.commit_output(tmp, output_id)
+        return self.put_action(action_id, output_id, len(body), put_time)
+
+    def create_temp(self, output_id: bytes) -> _TempFile:
+        """A temp file beside the output's final place, for a body that arrives in pieces."""
+        return _TempFile(os.path.join(self.root, output_id.hex()[:2]))
+
+    def commit_output(self, tmp: str, output_id: bytes) -> str:
+        path = self.output_path(output_id)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            raise L1Error(f"cannot write {path}: {exc.strerror}") from exc
+        return path
+
+    def put_action(self, action_id: bytes, output_id: bytes, size: int, put_time: datetime) -> L1Entry:
+        put_ns = int(put_time.timestamp() * 1e9)
+        record = f"v1 {output_id.hex()} {size} {put_ns}\n".encode()
+        with self.create_temp(action_id) as (tmp, f):
+            f.write(record)
+        try:
+            os.replace(tmp, self._path(action_id.hex(), "a"))
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            raise L1Error(f"cannot write the action record: {exc.strerror}") from exc
+        return L1Entry(output_id, size, put_time, self.output_path(output_id))
+
+    def trim_if_due(self) -> int:
+        """Trim when no helper did in the last few minutes; returns the bytes freed."""
+        stamp = os.path.join(self.root, "trim.stamp")
+        try:
+            if time.time() - os.stat(stamp).st_mtime < _TRIM_EVERY_S:
+                return 0
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return 0
+        try:
+            os.makedirs(self.root, exist_ok=True)
+            with open(stamp, "wb"):
+                pass
+        except OSError:
+            return 0
+        return self.trim()
+
+    def trim(self) -> int:
+        """Delete the least recently used files until the cache is under 90% of its bound."""
+        now = time.time()
+        files: list[tuple[float, int, str]] = []
+        total = 0
+        try:
+            shards = [e.path for e in os.scandir(self.root) if e.is_dir() and len(e.name) == 2]
+        except OSError:
+            return 0
+        for shard in shards:
+            try:
+                entries = list(os.scandir(shard))
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    st = entry.stat()
+                except OSError:
+                    continue
+                if entry.name.startswith(".tmp-"):
+                    if now - st.st_mtime > _STALE_TEMP_S:
+                        _unlink_quietly(entry.path)
+                    continue
+                files.append((st.st_mtime, st.st_size, entry.path))
+                total += st.st_size
+        if total <= self.max_bytes:
+            return 0
+        target = int(self.max_bytes * 0.9)
+        freed = 0
+        files.sort()
+        for mtime, size, path in files:
+            if total - freed <= target or now - mtime < _KEEP_RECENT_S:
+                break
+            if _unlink_quietly(path):
+                freed += size
+        return freed
+
+
+class _TempFile:
+    """``with`` block yielding (path, file); the file is closed on exit and removed on error."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.path = os.path.join(directory, f".tmp-{os.getpid()}-{secrets.token_hex(6)}")
+        self.file: BinaryIO | None = None
+
+    def __enter__(self) -> tuple[str, BinaryIO]:
+        try:
+            try:
+                self.file = open(self.path, "xb")
+            except FileNotFoundError:
+                os.makedirs(self.directory, exist_ok=True)
+                self.file = open(self.path, "xb")
+        except OSError as exc:
+            raise L1Error(f"cannot write in {self.directory}: {exc.strerror}") from exc
+        return self.path, self.file
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        assert self.file is not None
+        try:
+            self.file.close()
+        except OSError as close_exc:
+            _unlink_quietly(self.path)
+            raise L1Error(f"cannot write in {self.directory}: {close_exc.strerror}") from close_exc
+        if exc_type is not None:
+            _unlink_quietly(self.path)
+            if isinstance(exc, OSError):
+                raise L1Error(f"cannot write in {self.directory}: {exc.strerror}") from exc
+
+
+def _unlink_quietly(path: str) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,293 @@
+"""The gate's HTTP API as the helper uses it: get an entry, put an entry, post a session.
+
+It speaks HTTP with the standard library's ``http.client`` over a small pool of kept-alive
+connections, because go waits for every helper it starts: httpx costs about 60 ms to import and
+more CPU per request, ``http.client`` about 20 ms, and the import happens only when a gate is set.
+Every failure becomes a ``RemoteError``; after a few failures in a row the circuit opens and the
+rest of the invocation does not ask the gate again, so a dead or stalled gate costs seconds.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from .tokens import TokenSource
+
+__all__ = ["Download", "Refused", "Remote", "RemoteError", "RemoteUnavailable"]
+
+_CONNECT_TIMEOUT_S = 1.0
+_BREAKER_THRESHOLD = 3
+_CHUNK = 1 << 16
+
+#: The job metadata sent with every request, for usage attribution only (rights come from the token).
+JOB_HEADERS = {"JOB_NAME": "X-Gocachegate-Job", "JOB_TYPE": "X-Gocachegate-Job-Type",
+               "BUILD_ID": "X-Gocachegate-Build-Id"}
+
+
+class RemoteError(Exception):
+    """The gate did not give a usable answer; a get becomes a miss, an upload is dropped."""
+
+
+class RemoteUnavailable(RemoteError):
+    """The circuit is open: the gate failed repeatedly and is not asked again in this run."""
+
+
+class Refused(RemoteError):
+    """The gate refused the identity (401 after a token refresh) or the action (403)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+
+
+@dataclass
+class Download:
+    """A hit being received: headers known, body still on the wire (read it with ``chunks``)."""
+
+    output_id: bytes
+    size: int  # decoded size, from X-Go-Size
+    put_time: datetime | None
+    compute_ms: int
+    _response: http.client.HTTPResponse
+    _release: Any
+    wire_bytes: int = 0
+
+    def chunks(self) -> Iterator[bytes]:
+        """Decoded body chunks; never more than ``size`` + 1 bytes in all (a bomb stops there)."""
+        raw: _Readable = _Counting(self._response, self)
+        if (self._response.getheader("Content-Encoding") or "").lower() == "zstd":
+            import zstandard
+
+            raw = zstandard.ZstdDecompressor().stream_reader(raw, read_size=_CHUNK)  # type: ignore[arg-type]
+        left = self.size + 1
+        while left > 0:
+            chunk = raw.read(min(_CHUNK, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+            yield chunk
+
+    def finish(self, ok: bool) -> None:
+        """Return the connection to the pool when the body was read whole, else close it."""
+        self._release(self._response, reuse=ok and self._response.isclosed())
+
+
+class _Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+class _Counting:
+    """A file-like view of the response that counts bytes on the wire."""
+
+    def __init__(self, response: http.client.HTTPResponse, download: Download) -> None:
+        self._response = response
+        self._download = download
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._response.read(n)
+        self._download.wire_bytes += len(data)
+        return data
+
+
+class _Pool:
+    """Kept-alive connections to one host; a stale one is retried once on a fresh connection."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        parts = urlsplit(url)
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname or "localhost"
+        self.port = parts.port or (443 if self.https else 80)
+        self.base = parts.path.rstrip("/")
+        self.timeout = timeout
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def _connect(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection
+        if self.https:
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=_CONNECT_TIMEOUT_S)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=_CONNECT_TIMEOUT_S)
+        conn.connect()
+        assert conn.sock is not None
+        conn.sock.settimeout(self.timeout)
+        return conn
+
+    def request(
+        self, method: str, path: str, body: bytes | None, headers: Mapping[str, str]
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        for attempt in (0, 1):
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            reused = conn is not None
+            try:
+                if conn is None:
+                    conn = self._connect()
+                conn.request(method, self.base + path, body=body, headers=dict(headers))
+                return conn, conn.getresponse()
+            except (http.client.HTTPException, OSError) as exc:
+                if conn is not None:
+                    conn.close()
+                stale = isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError,
+                                         BrokenPipeError, http.client.BadStatusLine))
+                if reused and stale and attempt == 0:
+                    continue
+                raise RemoteError(f"{method} {path}: {exc or type(exc).__name__}") from exc
+        raise AssertionError("unreachable")
+
+    def release(self, conn: http.client.HTTPConnection, reuse: bool) -> None:
+        if reuse:
+            with self._lock:
+                self._idle.append(conn)
+        else:
+            conn.close()
+
+
+class Remote:
+    def __init__(self, url: str, namespace: str, tokens: TokenSource | None, timeout: float,
+                 job: Mapping[str, str]) -> None:
+        self._pool = _Pool(url, timeout)
+        self._prefix = f"/v1/ns/{namespace}"
+        self._tokens = tokens
+        self._job_headers = {JOB_HEADERS[k]: v for k, v in job.items() if k in JOB_HEADERS}
+        self._failures = 0
+        self._lock = threading.Lock()
+        self.open_reason: str | None = None  # set when the circuit opened
+
+    # -- the circuit -------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.open_reason is not None:
+            raise RemoteUnavailable(self.open_reason)
+
+    def _failed(self, exc: Exception) -> None:
+        with self._lock:
+            self._failures += 1
+            if self._failures >= _BREAKER_THRESHOLD and self.open_reason is None:
+                self.open_reason = str(exc)
+
+    def _succeeded(self) -> None:
+        self._failures = 0
+
+    def disable(self, reason: str) -> None:
+        """Stop asking the gate for the rest of this run (it refused our identity)."""
+        with self._lock:
+            if self.open_reason is None:
+                self.open_reason = reason
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    def _headers(self, extra: Mapping[str, str]) -> dict[str, str]:
+        headers = {**self._job_headers, **extra}
+        token = self._tokens.token() if self._tokens is not None else None
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+    def _send(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str]
+              ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """One request with the circuit and the token's refresh-once-on-401 rule applied."""
+        self._check_open()
+        for attempt in (0, 1):
+            try:
+                conn, resp = self._pool.request(method, path, body, self._headers(headers))
+            except RemoteError as exc:
+                self._failed(exc)
+                raise
+            if resp.status == 401 and attempt == 0 and self._tokens is not None:
+                self._drain(conn, resp)
+                self._tokens.refresh()
+                continue
+            if resp.status >= 500:
+                reason = _reason(resp)
+                self._pool.release(conn, reuse=False)
+                error = RemoteError(f"{method} {path}: {resp.status} {reason}")
+                self._failed(error)
+                raise error
+            self._succeeded()
+            if resp.status in (401, 403):
+                reason = _reason(resp)
+                self._pool.release(conn, reuse=not resp.will_close)
+                raise Refused(resp.status, reason)
+            return conn, resp
+        raise AssertionError("unreachable")
+
+    def _drain(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
+        resp.read()
+        self._pool.release(conn, reuse=not resp.will_close)
+
+    def get(self, action_hex: str) -> Download | None:
+        """A hit to read, or None for a miss. Raises RemoteError."""
+        conn, resp = self._send("GET", f"{self._prefix}/actions/{action_hex}", None,
+                                {"Accept-Encoding": "zstd"})
+        if resp.status == 404:
+            self._drain(conn, resp)
+            return None
+        try:
+            if resp.status != 200:
+                raise RemoteError(f"GET {action_hex}: unexpected {resp.status} {_reason(resp)}")
+            output_id = bytes.fromhex(resp.getheader("X-Go-Output-Id") or "")
+            size = int(resp.getheader("X-Go-Size") or "")
+            put_time = resp.getheader("X-Go-Put-Time")
+            compute = resp.getheader("X-Go-Compute-Ms")
+            if len(output_id) != 32 or size < 0:
+                raise RemoteError(f"GET {action_hex}: bad X-Go-Output-Id or X-Go-Size")
+            return Download(
+                output_id=output_id,
+                size=size,
+                put_time=_parse_time(put_time),
+                compute_ms=int(compute) if compute and compute.isdigit() else 0,
+                _response=resp,
+                _release=lambda r, reuse: self._pool.release(conn, reuse=reuse and not r.will_close),
+            )
+        except (ValueError, RemoteError) as exc:
+            self._pool.release(conn, reuse=False)
+            raise RemoteError(str(exc)) from exc
+
+    def put(self, action_hex: str, output_hex: str, size: int, payload: bytes, encoding: str,
+            compute_ms: int | None) -> bool:
+        """Upload an entry; True if the gate stored it, False if it had it. Raises RemoteError."""
+        headers = {"X-Go-Output-Id": output_hex, "X-Go-Size": str(size),
+                   "Content-Type": "application/octet-stream"}
+        if encoding != "identity":
+            headers["Content-Encoding"] = encoding
+        if compute_ms is not None:
+            headers["X-Go-Compute-Ms"] = str(compute_ms)
+        conn, resp = self._send("PUT", f"{self._prefix}/actions/{action_hex}", payload, headers)
+        status, reason = resp.status, _reason(resp)
+        self._pool.release(conn, reuse=not resp.will_close)
+        if status in (200, 201):
+            return status == 201
+        raise RemoteError(f"PUT {action_hex}: {status} {reason}")
+
+    def post_session(self, report: Mapping[str, object]) -> None:
+        body = json.dumps(report).encode()
+        conn, resp = self._send("POST", f"{self._prefix}/sessions", body,
+                                {"Content-Type": "application/json"})
+        self._drain(conn, resp)
+
+
+def _reason(resp: http.client.HTTPResponse) -> str:
+    """The gate's one-line reason from a JSON error body, or the status phrase."""
+    try:
+        data = json.loads(resp.read() or b"{}")
+        reason = data.get("error") or data.get("detail") if isinstance(data, dict) else None
+    except ValueError:
+        reason = None
+    return str(reason or resp.reason)
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
