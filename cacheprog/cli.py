@@ -39,7 +39,7 @@ def _no_go(args: list[str]) -> int:
 
 def _serve(args: list[str]) -> int:
     from .cache import Cache
-    from .config import Config, ConfigError, load_config
+    from .config import Config, ConfigError, default_dir, load_config
     from .l1 import L1
     from .loop import serve
     from .stats import Stats
@@ -49,7 +49,8 @@ def _serve(args: list[str]) -> int:
     except ConfigError as exc:
         # Failing here would abort the build: run on the local cache alone and say why.
         sys.stderr.write(f"gocacheprog: {exc}; using the local cache only\n")
-        cfg = Config(url=None, namespace="default", dir=load_config([], {}).dir)
+        cfg = Config(url=None, namespace="default",
+                     dir=os.environ.get("GOCACHEGATE_DIR") or default_dir(os.environ))
     l1 = L1(cfg.dir, cfg.l1_max_bytes)
     remote = _remote(cfg)
     _trim_in_background(l1)

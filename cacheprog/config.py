@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from . import __version__
 
-__all__ = ["Config", "ConfigError", "build_parser", "load_config"]
+__all__ = ["Config", "ConfigError", "build_parser", "default_dir", "load_config"]
 
 _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _DEFAULT_L1_MAX_BYTES = 5 << 30
@@ -83,7 +83,7 @@ def _number(value: str | None, name: str, kind: type[int] | type[float], default
     return number
 
 
-def _default_dir(env: Mapping[str, str]) -> str:
+def default_dir(env: Mapping[str, str]) -> str:
     base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "gocachegate")
 
@@ -122,7 +122,7 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> Config:
     return Config(
         url=url,
         namespace=namespace,
-        dir=args.dir or env.get("GOCACHEGATE_DIR") or _default_dir(env),
+        dir=args.dir or env.get("GOCACHEGATE_DIR") or default_dir(env),
         token=env.get("GOCACHEGATE_TOKEN") or None,
         token_file=args.token_file or env.get("GOCACHEGATE_TOKEN_FILE") or None,
         auth=auth,

@@ -1,0 +1,130 @@
+"""The helper against the protocol as go speaks it, without go and without a gate."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from tests.gohelpers import helper_binary
+from tests.helper.driver import Helper, action
+
+
+def test_handshake_comes_first_and_fast(tmp_path: Path) -> None:
+    start = time.monotonic()
+    h = Helper(tmp_path / "l1")
+    elapsed = time.monotonic() - start
+    assert h.handshake == {"ID": 0, "KnownCommands": ["get", "put", "close"]}
+    assert elapsed < 2.0
+    h.close()
+
+
+def test_put_then_get_round_trip(tmp_path: Path) -> None:
+    h = Helper(tmp_path / "l1")
+    body = b"compiled output\n" * 100
+    h.send("put", action(1), body)
+    put = h.read()
+    assert Path(put["DiskPath"]).read_bytes() == body
+    h.send("get", action(1))
+    got = h.read()
+    assert got["DiskPath"] == put["DiskPath"]
+    assert base64.b64decode(got["OutputID"]) == hashlib.sha256(body).digest()
+    assert got["Size"] == len(body)
+    assert "Time" in got
+    h.send("get", action(2))
+    assert h.read() == {"ID": 3, "Miss": True}
+    h.close()
+
+
+def test_zero_size_put(tmp_path: Path) -> None:
+    h = Helper(tmp_path / "l1")
+    h.send("put", action(1), b"")
+    put = h.read()
+    assert Path(put["DiskPath"]).read_bytes() == b""
+    h.send("get", action(1))
+    got = h.read()
+    assert got["DiskPath"] == put["DiskPath"] and "Miss" not in got and got.get("Size", 0) == 0
+    h.close()
+
+
+def test_malformed_requests_get_errors_not_a_crash(tmp_path: Path) -> None:
+    h = Helper(tmp_path / "l1")
+    h.send("frobnicate", action(1))
+    assert "unknown command" in h.read()["Err"]
+    # A put whose body is not base64: answered with an error, and L1 is untouched.
+    h.send_raw(json.dumps({"ID": 10, "Command": "put", "ActionID": base64.b64encode(action(3)).decode(),
+                           "OutputID": base64.b64encode(b"x" * 32).decode(), "BodySize": 5}).encode()
+               + b'\n\n"!!!not base64!!!"\n')
+    assert h.read()["ID"] == 10
+    # A body that does not have BodySize bytes.
+    h.send_raw(json.dumps({"ID": 11, "Command": "put", "ActionID": base64.b64encode(action(4)).decode(),
+                           "OutputID": base64.b64encode(b"x" * 32).decode(), "BodySize": 50}).encode()
+               + b'\n\n"' + base64.b64encode(b"short") + b'"\n')
+    assert "BodySize" in h.read()["Err"]
+    # An ActionID of the wrong length, and a line that is not JSON at all.
+    h.send_raw(b'{"ID": 12, "Command": "get", "ActionID": "AAAA"}\n\n')
+    assert "ActionID" in h.read()["Err"]
+    h.send_raw(b"this is not json\n\n")
+    h.send("get", action(3))
+    assert h.read()["Miss"] is True
+    h.send("get", action(4))
+    assert h.read()["Miss"] is True
+    h.close()
+    assert h.proc.returncode == 0
+    assert not list((tmp_path / "l1").glob("*/*-a"))
+
+
+def test_answers_out_of_order_while_remote_gets_wait(tmp_path: Path) -> None:
+    """A get stuck on a slow gate must not hold up local answers behind it."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def stall() -> None:  # accepts connections and never answers
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    threading.Thread(target=stall, daemon=True).start()
+    try:
+        h = Helper(tmp_path / "l1", GOCACHEGATE_URL=f"http://127.0.0.1:{port}", GOCACHEGATE_TIMEOUT="1.5",
+                   GOCACHEGATE_READ_ONLY="1")
+        slow = h.send("get", action(1))  # goes to the stalled gate
+        local = h.send("put", action(2), b"local body")
+        first = h.read()
+        assert first["ID"] == local and first["DiskPath"]
+        second = h.read()
+        assert second == {"ID": slow, "Miss": True}
+        h.close()
+    finally:
+        stop.set()
+        listener.close()
+        for s in accepted:
+            s.close()
+
+
+def test_version_and_help_without_go() -> None:
+    out = subprocess.run([helper_binary(), "--version"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.startswith("gocacheprog ")
+    out = subprocess.run([helper_binary(), "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "GOCACHEGATE" in out.stdout
+
+
+def test_bad_setting_falls_back_to_local_cache(tmp_path: Path) -> None:
+    h = Helper(tmp_path / "l1", GOCACHEGATE_URL="ftp://nope", GOCACHEGATE_NAMESPACE="bad/ns")
+    h.send("put", action(1), b"body")
+    assert h.read()["DiskPath"]
+    h.close()
+    assert "local cache only" in h.stderr()
