@@ -53,7 +53,7 @@ def _serve(args: list[str]) -> int:
                      dir=os.environ.get("GOCACHEGATE_DIR") or default_dir(os.environ))
     l1 = L1(cfg.dir, cfg.l1_max_bytes)
     remote = _remote(cfg)
-    _trim_in_background(l1)
+    _warm_up_in_background(l1, remote is not None)
     serve(Cache(cfg, l1, remote, Stats()), sys.stdin.buffer, sys.stdout.fileno())
     return 0
 
@@ -76,10 +76,19 @@ def _remote(cfg: Config) -> Remote | None:
     return Remote(cfg.url, cfg.namespace, tokens, cfg.timeout, cfg.job)
 
 
-def _trim_in_background(l1: L1) -> None:
+def _warm_up_in_background(l1: L1, remote: bool) -> None:
+    """Import what a remote call needs and trim the local cache, off the path of go's requests."""
     import threading
 
-    threading.Thread(target=l1.trim_if_due, name="trim", daemon=True).start()
+    def warm_up() -> None:
+        if remote:
+            import hashlib  # noqa: F401
+            import http.client  # noqa: F401
+
+            import zstandard  # noqa: F401
+        l1.trim_if_due()
+
+    threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -6,11 +6,14 @@ without touching its environment: ``GOCACHEPROG="gocacheprog --read-only"``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
+
+if TYPE_CHECKING:
+    import argparse
 
 from . import __version__
 
@@ -27,8 +30,7 @@ class ConfigError(Exception):
     """A setting that cannot be used; the helper says so in one line and runs without a remote."""
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     url: str | None
     namespace: str
     dir: str
@@ -42,11 +44,17 @@ class Config:
     flush_timeout: float = 10.0
     timeout: float = 5.0  # seconds a remote call may wait for the gate between two bytes
     verbose: bool = False
-    job: Mapping[str, str] = field(default_factory=dict)
+    job: Mapping[str, str] = MappingProxyType({})
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> NoReturn:
+            raise ConfigError(message)
+
+    p = _Parser(
         prog="gocacheprog",
         description="GOCACHEPROG helper of gocachegate: a local disk cache in front of a remote gate. "
         "go starts it; set GOCACHEPROG=gocacheprog. Every flag has a GOCACHEGATE_* variable; flags win.",
@@ -97,7 +105,8 @@ def _default_namespace(env: Mapping[str, str]) -> str:
 
 def load_config(argv: Sequence[str], env: Mapping[str, str]) -> Config:
     """Settings from flags over environment; raises ConfigError (or SystemExit for --help)."""
-    args = build_parser().parse_args(list(argv))
+    # argparse costs milliseconds of import that every go command would wait for: only when needed.
+    args = build_parser().parse_args(list(argv)) if argv else _NO_FLAGS
     url = (args.url or env.get("GOCACHEGATE_URL") or "").strip().rstrip("/") or None
     if url is not None and not url.startswith(("http://", "https://")):
         raise ConfigError(f"GOCACHEGATE_URL={url!r} is not an http(s) URL")
@@ -135,3 +144,13 @@ def load_config(argv: Sequence[str], env: Mapping[str, str]) -> Config:
         verbose=verbose,
         job={k: env[k] for k in JOB_VARIABLES if env.get(k)},
     )
+
+
+class _NoFlags:
+    """What argparse returns when no flag is given: every option unset."""
+
+    def __getattr__(self, name: str) -> None:
+        return None
+
+
+_NO_FLAGS: Any = _NoFlags()

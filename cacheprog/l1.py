@@ -14,9 +14,8 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 __all__ = ["L1", "L1Entry", "L1Error"]
 
@@ -30,8 +29,7 @@ class L1Error(Exception):
     """The local cache could not be written (disk full, read-only, permissions)."""
 
 
-@dataclass(frozen=True)
-class L1Entry:
+class L1Entry(NamedTuple):
     output_id: bytes
     size: int
     put_time: datetime

@@ -2,20 +2,22 @@
 
 It speaks HTTP with the standard library's ``http.client`` over a small pool of kept-alive
 connections, because go waits for every helper it starts: httpx costs about 60 ms to import and
-more CPU per request, ``http.client`` about 20 ms, and the import happens only when a gate is set.
+more CPU per request, ``http.client`` about 11 ms, and that import runs on a background thread
+while go is still loading packages (cli.py), not on the way to the first answer.
 Every failure becomes a ``RemoteError``; after a few failures in a row the circuit opens and the
 rest of the invocation does not ask the gate again, so a dead or stalled gate costs seconds.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import threading
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import http.client
 from urllib.parse import urlsplit
 
 from .tokens import TokenSource
@@ -47,17 +49,18 @@ class Refused(RemoteError):
         self.status = status
 
 
-@dataclass
 class Download:
     """A hit being received: headers known, body still on the wire (read it with ``chunks``)."""
 
-    output_id: bytes
-    size: int  # decoded size, from X-Go-Size
-    put_time: datetime | None
-    compute_ms: int
-    _response: http.client.HTTPResponse
-    _release: Any
-    wire_bytes: int = 0
+    def __init__(self, output_id: bytes, size: int, put_time: datetime | None, compute_ms: int,
+                 response: http.client.HTTPResponse, release: Callable[[bool], None]) -> None:
+        self.output_id = output_id
+        self.size = size  # decoded size, from X-Go-Size
+        self.put_time = put_time
+        self.compute_ms = compute_ms
+        self.wire_bytes = 0
+        self._response = response
+        self._release = release
 
     def chunks(self) -> Iterator[bytes]:
         """Decoded body chunks; never more than ``size`` + 1 bytes in all (a bomb stops there)."""
@@ -76,7 +79,7 @@ class Download:
 
     def finish(self, ok: bool) -> None:
         """Return the connection to the pool when the body was read whole, else close it."""
-        self._release(self._response, reuse=ok and self._response.isclosed())
+        self._release(ok and self._response.isclosed() and not self._response.will_close)
 
 
 class _Readable(Protocol):
@@ -110,6 +113,8 @@ class _Pool:
         self._lock = threading.Lock()
 
     def _connect(self) -> http.client.HTTPConnection:
+        import http.client  # imported in the background at start-up (cli.py); here it is a lookup
+
         conn: http.client.HTTPConnection
         if self.https:
             conn = http.client.HTTPSConnection(self.host, self.port, timeout=_CONNECT_TIMEOUT_S)
@@ -123,6 +128,8 @@ class _Pool:
     def request(
         self, method: str, path: str, body: bytes | None, headers: Mapping[str, str]
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        import http.client
+
         for attempt in (0, 1):
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
@@ -244,8 +251,8 @@ class Remote:
                 size=size,
                 put_time=_parse_time(put_time),
                 compute_ms=int(compute) if compute and compute.isdigit() else 0,
-                _response=resp,
-                _release=lambda r, reuse: self._pool.release(conn, reuse=reuse and not r.will_close),
+                response=resp,
+                release=lambda reuse: self._pool.release(conn, reuse=reuse),
             )
         except (ValueError, RemoteError) as exc:
             self._pool.release(conn, reuse=False)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 __all__ = ["ProtocolError", "Request", "Response", "decode_body", "parse_request"]
 
@@ -24,8 +24,7 @@ class ProtocolError(Exception):
         self.request_id = request_id
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     id: int
     command: str  # "get", "put", "close" (anything else is answered with an error)
     action_id: bytes = b""  # 32 bytes for get and put
@@ -33,8 +32,7 @@ class Request:
     body_size: int = 0  # put: the body follows on its own line when > 0
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(NamedTuple):
     id: int
     err: str = ""
     miss: bool = False

@@ -29,7 +29,8 @@ ensure_python() {
   say "installing gocachegate${extras:+ with [$extras]} into .venv"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec"
+  # compat mode: a plain path entry; the default editable finder adds ~8 ms to every helper start
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec" --config-settings editable_mode=compat
   echo "$want" >"$stamp"
 }
 
