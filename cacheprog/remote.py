@@ -76,6 +76,8 @@ class Download:
                 break
             left -= len(chunk)
             yield chunk
+        if left > 1:  # http.client ends a short body quietly: a transport failure, not corruption
+            raise RemoteError(f"body cut short: {self.size + 1 - left} of {self.size} bytes")
 
     def finish(self, ok: bool) -> None:
         """Return the connection to the pool when the body was read whole, else close it."""
