@@ -16,4 +16,4 @@ def make_storage(settings: StorageSettings) -> Storage:
         return GCSStorage(settings)
     from .local import LocalStorage
 
-    return LocalStorage(settings.path)
+    return LocalStorage(settings.path, fsync=settings.fsync)

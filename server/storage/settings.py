@@ -17,6 +17,7 @@ class StorageSettings(BaseModel):
 
     # local
     path: Path = Field(default_factory=lambda: Path.home() / ".local" / "share" / "gocachegate")
+    fsync: bool = True  # flush each object to disk before it becomes visible; off trades durability for speed
 
     # gcs
     bucket: str | None = None

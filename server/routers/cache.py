@@ -1,0 +1,131 @@
+"""The cache API: ``GET`` and ``PUT /v1/ns/{ns}/actions/{action}``.
+
+Thin on purpose: parse headers, call ``EntryService``, turn its result into a response and count
+it. The hit path stays lean (no body models, precompiled checks, small bodies sent in one piece).
+The path parameters take any text (``:path``) so that an encoded slash or a dot segment reaches
+the name checks and gets a 400 with a reason, instead of a bare 404 from the router.
+"""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
+
+from ..deps import GateDep, NamespaceReader, NamespaceWriter
+from ..entries import CorruptEntry, Hit, Upload
+from ..errors import BadRequest, GateError, NotFound
+from ..names import check_hex_id
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+_PATH = "/v1/ns/{ns:path}/actions/{action:path}"
+_OCTETS = "application/octet-stream"
+_NO_ZSTD_Q = re.compile(r"\s*q\s*=\s*0(?:\.0{0,3})?\s*")
+_MAX_DIGITS = 18
+
+
+def _accepts_zstd(value: str | None) -> bool:
+    if not value or "zstd" not in value.lower():
+        return False
+    for part in value.split(","):
+        coding, _, params = part.partition(";")
+        if coding.strip().lower() == "zstd":
+            return _NO_ZSTD_Q.fullmatch(params) is None
+    return False
+
+
+def _int_header(headers: Headers, name: str) -> int | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    if not (value.isascii() and value.isdigit() and len(value) <= _MAX_DIGITS):
+        raise BadRequest(f"bad {name}: want a non-negative integer")
+    return int(value)
+
+
+def _upload(headers: Headers) -> Upload:
+    output_id = headers.get("x-go-output-id")
+    if output_id is None:
+        raise BadRequest("missing X-Go-Output-Id")
+    check_hex_id(output_id, "X-Go-Output-Id")
+    size = _int_header(headers, "X-Go-Size")
+    if size is None:
+        raise BadRequest("missing X-Go-Size")
+    encoding = (headers.get("content-encoding") or "identity").strip().lower()
+    if encoding not in ("identity", "zstd"):
+        raise BadRequest(f"unsupported Content-Encoding {encoding[:40]!r}: send identity or zstd")
+    return Upload(
+        output_id=output_id,
+        size=size,
+        encoding=encoding,
+        content_length=_int_header(headers, "Content-Length"),
+        compute_ms=_int_header(headers, "X-Go-Compute-Ms"),
+    )
+
+
+def _hit_headers(hit: Hit) -> dict[str, str]:
+    header = hit.header
+    values = {
+        "X-Go-Output-Id": header.output_id,
+        "X-Go-Size": str(header.size),
+        "X-Go-Put-Time": header.put_time,
+        "Vary": "Accept-Encoding",
+    }
+    if header.compute_ms is not None:
+        values["X-Go-Compute-Ms"] = str(header.compute_ms)
+    if hit.content_encoding is not None:
+        values["Content-Encoding"] = hit.content_encoding
+    return values
+
+
+@router.get(_PATH, name="get_entry")
+async def get_entry(ns: str, action: str, request: Request, principal: NamespaceReader, gate: GateDep) -> Response:
+    check_hex_id(action)
+    metrics = gate.metrics
+    try:
+        hit = await gate.entries.get(ns, action, accept_zstd=_accepts_zstd(request.headers.get("accept-encoding")))
+    except CorruptEntry:
+        metrics.corrupt(ns).inc()
+        metrics.misses(ns).inc()
+        raise
+    if hit is None:
+        metrics.misses(ns).inc()
+        raise NotFound("no such entry")
+    metrics.hits(ns).inc()
+    metrics.bytes_sent(ns).inc(hit.length)
+    headers = _hit_headers(hit)
+    if hit.body is not None:
+        return Response(hit.body, headers=headers, media_type=_OCTETS)
+    assert hit.chunks is not None
+    headers["Content-Length"] = str(hit.length)
+    return StreamingResponse(hit.chunks, headers=headers, media_type=_OCTETS)
+
+
+@router.put(_PATH, name="put_entry", status_code=201)
+async def put_entry(ns: str, action: str, request: Request, principal: NamespaceWriter, gate: GateDep) -> Response:
+    check_hex_id(action)
+    metrics = gate.metrics
+    try:
+        upload = _upload(request.headers)
+        result = await gate.entries.put(ns, action, upload, request.stream(), principal.subject)
+    except ClientDisconnect as exc:
+        metrics.puts(ns, "rejected").inc()
+        raise BadRequest("client disconnected before the body was complete") from exc
+    except GateError:
+        metrics.puts(ns, "rejected").inc()
+        raise
+    metrics.bytes_received(ns).inc(result.received)
+    if not result.created:
+        metrics.puts(ns, "present").inc()
+        return JSONResponse({"status": "present"}, status_code=200)
+    metrics.puts(ns, "new").inc()
+    return JSONResponse(
+        {"status": "stored", "stored_size": result.stored_size, "encoding": result.encoding}, status_code=201
+    )

@@ -1,0 +1,23 @@
+"""The helper's calls besides the cache itself: who am I, and the report of one go invocation."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ..deps import CurrentPrincipal, GateDep, NamespaceReader
+from ..sessions import SessionReport, record_session
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+@router.get("/v1/whoami", name="whoami")
+async def whoami(principal: CurrentPrincipal) -> dict[str, object]:
+    return {"subject": principal.subject, "role": principal.role.label, "namespaces": list(principal.namespaces)}
+
+
+@router.post("/v1/ns/{ns:path}/sessions", name="post_session", status_code=202)
+async def post_session(ns: str, report: SessionReport, principal: NamespaceReader, gate: GateDep) -> dict[str, str]:
+    record_session(gate.metrics, ns, principal, report)
+    return {"status": "accepted"}

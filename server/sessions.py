@@ -1,0 +1,64 @@
+"""Sessions: what a helper reports about one go invocation, and what the gate does with it.
+
+Today the counters are added to Prometheus per namespace; the usage ledger hooks into
+``record_session`` to attribute them per subject and job as well. Rights never come from a
+report: the job fields are labels for reports only.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, StringConstraints
+
+from .identity import Principal
+from .metrics import GateMetrics
+
+__all__ = ["COUNTER_FIELDS", "SessionReport", "record_session"]
+
+_Label = Annotated[str, StringConstraints(max_length=256)] | None
+
+
+class SessionReport(BaseModel):
+    """The helper's counters (its stats file) plus optional job metadata; unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    gets: NonNegativeInt = 0
+    hits: NonNegativeInt = 0
+    misses: NonNegativeInt = 0
+    local_hits: NonNegativeInt = 0
+    remote_hits: NonNegativeInt = 0
+    puts: NonNegativeInt = 0
+    uploads: NonNegativeInt = 0
+    upload_errors: NonNegativeInt = 0
+    uploads_dropped: NonNegativeInt = 0
+    remote_errors: NonNegativeInt = 0
+    corrupt: NonNegativeInt = 0
+    bytes_downloaded: NonNegativeInt = 0
+    bytes_uploaded: NonNegativeInt = 0
+    remote_wait_ms: NonNegativeInt = 0
+    compute_ms_saved: NonNegativeInt = 0
+    duration_ms: NonNegativeInt = 0
+
+    job_name: _Label = None
+    job_type: _Label = None
+    build_id: _Label = None
+    repo_owner: _Label = None
+    repo_name: _Label = None
+    pull_number: Annotated[_Label, Field(coerce_numbers_to_str=True)] = None
+    helper_version: _Label = None
+
+
+COUNTER_FIELDS: tuple[str, ...] = tuple(
+    name for name, info in SessionReport.model_fields.items() if info.annotation is int
+)
+
+
+def record_session(metrics: GateMetrics, namespace: str, principal: Principal, report: SessionReport) -> None:
+    """Account one reported session (the usage ledger extends this)."""
+    metrics.sessions(namespace).inc()
+    for name in COUNTER_FIELDS:
+        value = getattr(report, name)
+        if value:
+            metrics.session_counts(namespace, name).inc(value)
