@@ -59,6 +59,7 @@ _CHUNK = 256 << 10  # bytes per step of a streamed read: one thread hop each
 _MIN_UPLOAD_RATE = 1 << 20  # bytes/s an upload is granted on top of the time budget
 _LIST_FIELDS = "items(name,size,metadata,updated,customTime),nextPageToken"
 _NO_BUCKET_METADATA = "DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA"
+_PROBE_NAME = ".gocachegate-readiness-probe"  # never written: a 404 that proves GCS answers
 _TOKEN_TAG = b"gocachegate/gcs/page-token\0"
 
 #: Failures worth a 503 and a later try. The library's retry already spent the budget on them.
@@ -109,6 +110,7 @@ class GCSStorage:
         self._bucket = self._client.bucket(settings.bucket)
         self._pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="gcs")
         self._closed = False
+        self._bucket_seen = False  # has a check() listed the bucket yet
 
     # -- Storage protocol --------------------------------------------------------------------
 
@@ -190,9 +192,14 @@ class GCSStorage:
         await self._call(touch)
 
     async def check(self) -> None:
-        # objects.list is a permission the gate needs anyway (admin listings); a bucket get
-        # would also need storage.buckets.get, which object-level roles do not grant.
+        # Readiness runs every few seconds on every replica, so a check is one Class B metadata
+        # read of a name that never exists: 404 is the healthy answer, and it needs no permission
+        # beyond objects.get. A 404 cannot tell a missing bucket from a missing object, so the
+        # first check lists instead (Class A, once per process), proving the bucket is there.
         def probe() -> None:
+            if self._bucket_seen:
+                self._bucket.get_blob(self._name(_PROBE_NAME), retry=self._retry, timeout=self._http_timeout)
+                return
             listing = self._client.list_blobs(
                 self._bucket,
                 prefix=self._prefix,
@@ -202,6 +209,7 @@ class GCSStorage:
                 timeout=self._http_timeout,
             )
             next(listing.pages, None)
+            self._bucket_seen = True
 
         await self._call(probe)
 
