@@ -112,17 +112,21 @@ class Emulator:
             time.sleep(0.01)
         return [r for r in seen if _OWN_TAG not in r.path]
 
-    def object_names(self, prefix: str = "") -> list[str]:
-        """Names in the bucket; like every call of this class, missing from ``requests()``."""
-        names: list[str] = []
+    def objects(self, prefix: str = "") -> list[dict[str, Any]]:
+        """The bucket's object resources (JSON API), like every call of this class missing from
+        ``requests()``."""
+        items: list[dict[str, Any]] = []
         token = ""
         while True:
             query = urllib.parse.urlencode({"prefix": prefix, "pageToken": token})
             page = self._call("GET", f"/storage/v1/b/{self.bucket}/o?{query}")
-            names += [item["name"] for item in page.get("items", [])]
+            items += page.get("items", [])
             token = page.get("nextPageToken", "")
             if not token:
-                return names
+                return items
+
+    def object_names(self, prefix: str = "") -> list[str]:
+        return [item["name"] for item in self.objects(prefix)]
 
     def stop(self) -> None:
         if self.process.poll() is None:
