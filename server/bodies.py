@@ -179,7 +179,7 @@ def compress_spool(spool: Spool, level: int) -> Spool:
             out.write(_compressor(level).compress(data))
             return out
         src = spool.reader()
-        with _compressor(level).stream_reader(src, size=spool.size, read_size=_COPY) as reader:
+        with _compressor(level).stream_reader(src, size=spool.size, read_size=_COPY, closefd=False) as reader:
             while chunk := reader.read(_COPY):
                 out.write(chunk)
         return out
@@ -192,7 +192,9 @@ def decompress_spool(spool: Spool) -> Spool:
     """The decoded copy of a checked zstd ``spool`` (blocking: run it in a thread)."""
     out = Spool()
     try:
-        with _decompressor().stream_reader(spool.reader(), read_size=_COPY, read_across_frames=True) as reader:
+        with _decompressor().stream_reader(
+            spool.reader(), read_size=_COPY, read_across_frames=True, closefd=False
+        ) as reader:
             while chunk := reader.read(_COPY):
                 out.write(chunk)
         return out
@@ -239,7 +241,7 @@ async def decompressed_chunks(compressed: AsyncIterator[bytes], size: int) -> As
     decoded length is not ``size`` (the caller has already promised ``size`` to the client)."""
     source = _Pull(compressed)
     dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
-    reader = dctx.stream_reader(source, read_size=_PIECE, read_across_frames=True)  # type: ignore[arg-type]
+    reader = dctx.stream_reader(source, read_size=_PIECE, read_across_frames=True, closefd=False)  # type: ignore[arg-type]
     produced = 0
     try:
         while produced <= size:

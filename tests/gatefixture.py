@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["GateProcess", "free_port", "gate_command", "start_gate", "write_config"]
+__all__ = ["GateProcess", "free_port", "gate_command", "merge_config", "start_gate", "write_config"]
 
 
 def free_port() -> int:
@@ -41,11 +41,11 @@ def gate_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "server.cli", *args]
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def merge_config(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_config(out[key], value)
         else:
             out[key] = value
     return out
@@ -56,7 +56,7 @@ def write_config(directory: Path, config: Mapping[str, Any] | None = None) -> Pa
     directory.mkdir(parents=True, exist_ok=True)
     base: dict[str, Any] = {"storage": {"backend": "local", "path": str(directory / "storage"), "fsync": False}}
     path = directory / "gate.yaml"
-    path.write_text(yaml.safe_dump(_merge(base, config or {})))
+    path.write_text(yaml.safe_dump(merge_config(base, config or {})))
     return path
 
 
