@@ -13,7 +13,7 @@ from tests.emulator import Emulator, gcs_emulator, start_emulator
 
 __all__ = ["gcs_emulator"]
 
-BACKENDS = ["local", "gcs"]
+BACKENDS = ["local", pytest.param("gcs", marks=pytest.mark.gcs)]
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ from tests.conftest import StartGate
 from tests.emulator import Emulator, EmulatorRequest
 from tests.gatefixture import GateProcess
 
+pytestmark = pytest.mark.gcs
+
 NS = "gcs-tests"
 
 

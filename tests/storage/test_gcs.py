@@ -26,7 +26,7 @@ from tests.emulator import Emulator, EmulatorRequest, start_emulator
 from tests.storage.conftest import gcs_settings
 from tests.storage.standin import Reply, Seen, stand_in
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.gcs]
 
 MULTIPART_LIMIT = 8 << 20  # google-cloud-storage uploads up to this in one request
 
