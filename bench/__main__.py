@@ -1,0 +1,9 @@
+"""``python -m bench``: what ``bench/run`` executes."""
+
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

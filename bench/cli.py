@@ -1,0 +1,85 @@
+"""``bench/run [--quick] [--json FILE] [--only NAME[,NAME...]]``: run the scenarios, print the table.
+
+The scenarios run in the order below, sharing one ``Context`` so that references (native cold
+times, native output) are measured once. The table goes to stdout as each scenario finishes and
+whole at the end; the JSON document goes to ``--json`` (default ``bench/out/results.json``).
+Exit status: 0 when every row was measured, 1 when any row failed (a missed target is a result,
+not a failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+from . import builds, cost, peer, throughput, trivial
+from .report import machine, markdown, write_json
+from .runner import BenchFailure, Context, Row
+from .tools import ROOT, Tools
+
+__all__ = ["SCENARIOS", "main"]
+
+Scenario = Callable[[Context, Tools], list[Row]]
+
+SCENARIOS: dict[str, Scenario] = {
+    "cold": builds.cold,
+    "remote-warm": builds.remote_warm,
+    "remote-warm-latency": builds.remote_warm_latency,
+    "l1-warm": trivial.l1_warm,
+    "throughput": throughput.throughput,
+    "peer": peer.peer,
+    "cost": cost.cost,
+}
+
+OUT = ROOT / "bench" / "out"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench/run", description="gocachegate against Go's native cache, "
+                                     "nginx and a peer helper, as ratios measured in one run.")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller workloads (the module instead of std), fewer repetitions")
+    parser.add_argument("--json", type=Path, default=OUT / "results.json", help="where to write the JSON results")
+    parser.add_argument("--only", default="", help=f"comma-separated scenarios: {', '.join(SCENARIOS)}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    names = [n for n in args.only.split(",") if n] or list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        _parser().error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    started = time.monotonic()
+    ctx = Context(OUT / "work", quick=args.quick)
+    tools = Tools()
+    rows: list[Row] = []
+    try:
+        for name in names:
+            print(f"==> {name}", file=sys.stderr, flush=True)
+            try:
+                found = SCENARIOS[name](ctx, tools)
+            except BenchFailure as exc:
+                found = [Row(name, "(whole scenario)", error=str(exc))]
+            rows += found
+            print(markdown(found, {}), file=sys.stderr, flush=True)
+    finally:
+        ctx.close()
+    header: dict[str, object] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "mode": "quick" if args.quick else "full",
+        "repetitions": ctx.reps,
+        "scenarios": ", ".join(names),
+        "wall time": f"{time.monotonic() - started:.0f} s",
+        "machine": machine(),
+        "versions": {"gocachegate": version("gocachegate"), **tools.versions()},
+        "spread": "± half the range of the repetitions, relative to the median",
+    }
+    print(markdown(rows, header))
+    write_json(args.json, rows, header)
+    return 1 if any(row.error is not None for row in rows) else 0
