@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -27,6 +28,7 @@ __all__ = ["Download", "Refused", "Remote", "RemoteError", "RemoteUnavailable"]
 _CONNECT_TIMEOUT_S = 1.0
 _BREAKER_THRESHOLD = 3
 _CHUNK = 1 << 16
+_IDLE_S = 4.0  # servers close idle keep-alive connections (uvicorn after 5 s): do not reuse older ones
 
 #: The job metadata sent with every request, for usage attribution only (rights come from the token).
 JOB_HEADERS = {"JOB_NAME": "X-Gocachegate-Job", "JOB_TYPE": "X-Gocachegate-Job-Type",
@@ -111,7 +113,7 @@ class _Pool:
         self.port = parts.port or (443 if self.https else 80)
         self.base = parts.path.rstrip("/")
         self.timeout = timeout
-        self._idle: list[http.client.HTTPConnection] = []
+        self._idle: list[tuple[float, http.client.HTTPConnection]] = []  # (last used, connection)
         self._lock = threading.Lock()
 
     def _connect(self) -> http.client.HTTPConnection:
@@ -133,8 +135,7 @@ class _Pool:
         import http.client
 
         for attempt in (0, 1):
-            with self._lock:
-                conn = self._idle.pop() if self._idle else None
+            conn = self._take_idle() if attempt == 0 else None  # a retry always opens a new one
             reused = conn is not None
             try:
                 if conn is None:
@@ -151,10 +152,21 @@ class _Pool:
                 raise RemoteError(f"{method} {path}: {exc or type(exc).__name__}") from exc
         raise AssertionError("unreachable")
 
+    def _take_idle(self) -> http.client.HTTPConnection | None:
+        """The most recently used idle connection, unless the server has likely closed it."""
+        now = time.monotonic()
+        with self._lock:
+            while self._idle:
+                last_used, conn = self._idle.pop()
+                if now - last_used < _IDLE_S:
+                    return conn
+                conn.close()
+        return None
+
     def release(self, conn: http.client.HTTPConnection, reuse: bool) -> None:
         if reuse:
             with self._lock:
-                self._idle.append(conn)
+                self._idle.append((time.monotonic(), conn))
         else:
             conn.close()
 
