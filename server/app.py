@@ -1,12 +1,19 @@
 """Assembles the gate: the FastAPI app, its lifespan (storage and auth built from settings), and
 the handlers that turn every error into ``{"error": reason}``.
 
-Nothing here handles a request itself; the routers do, through ``server.deps``.
+Nothing here handles a request itself; the routers do, through ``server.deps``. One route is
+dispatched here rather than by FastAPI: ``GET /v1/ns/{ns}/actions/{action}``, the hit path. Its
+own work for a small entry (auth, one storage read, the frame, the response) is about 25 µs of
+CPU; FastAPI's middleware stack, routing and dependency solving added about 50 more (measured
+with wrk: ~77 µs of server CPU per 4 KB hit through FastAPI, the same as an empty FastAPI route).
+``GateApp`` matches that one path first and calls the same handler, error mapping and request
+metrics the rest of the app uses.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -15,6 +22,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from .auth import build_authenticator
 from .config import Settings
@@ -28,7 +37,7 @@ from .storage import make_storage
 from .storage.base import StorageError, StorageUnavailable
 from .storage.metered import MeteredStorage
 
-__all__ = ["create_app", "lifespan"]
+__all__ = ["GateApp", "create_app", "error_response", "lifespan"]
 
 log = logging.getLogger("gocachegate")
 
@@ -65,8 +74,37 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await storage.aclose()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    app = FastAPI(
+class GateApp(FastAPI):
+    """The FastAPI app, with the hit path served ahead of FastAPI's own dispatch (see the module docstring)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            match = cache.HIT_PATH.fullmatch(scope["path"])
+            if match is not None:
+                await self._serve_hit(scope, receive, send, match.groupdict())
+                return
+        await super().__call__(scope, receive, send)
+
+    async def _serve_hit(self, scope: Scope, receive: Receive, send: Send, path_params: dict[str, str]) -> None:
+        started = time.perf_counter()
+        scope["app"] = self
+        scope["path_params"] = path_params
+        request = Request(scope, receive)
+        try:
+            response = await cache.get_entry(request)
+        except Exception as exc:  # every error becomes an answer, as in the routes
+            if not isinstance(exc, GateError | StorageError):
+                log.error("unexpected error: GET %s", scope["path"], exc_info=exc)
+            response = await error_response(request, exc)
+        try:
+            await response(scope, receive, send)
+        finally:
+            metrics: GateMetrics = self.state.metrics
+            metrics.count_request("get_entry", response.status_code, time.perf_counter() - started)
+
+
+def create_app(settings: Settings | None = None) -> GateApp:
+    app = GateApp(
         title="gocachegate",
         version=_version(),
         lifespan=lifespan,
@@ -78,10 +116,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = GateMetrics()
     app.state.lifecycle = Lifecycle()
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
-    _install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(sessions.router)
+    for error in (GateError, StorageError, RequestValidationError, HTTPException, Exception):
+        app.add_exception_handler(error, error_response)
     app.include_router(cache.router)
+    app.include_router(sessions.router)
+    app.include_router(health.router)
     return app
 
 
@@ -99,32 +138,23 @@ def _validation_reason(exc: RequestValidationError) -> str:
     return f"{loc}: {message}" if loc else message
 
 
-def _install_error_handlers(app: FastAPI) -> None:
-    async def gate_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, GateError)
-        return _error(exc.status, exc.reason, dict(exc.headers))
+async def error_response(request: Request, exc: Exception) -> Response:
+    """The answer to any error: ``{"error": reason}`` with its status, never a traceback.
 
-    async def storage_error(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, StorageUnavailable):
-            log.warning("storage unavailable: %s %s: %s", request.method, request.url.path, exc)
-            return _error(503, "storage unavailable, try again later")
+    Registered as the app's handler for every error type, and called by the hit path directly.
+    """
+    if isinstance(exc, GateError):
+        return _error(exc.status, exc.reason, dict(exc.headers))
+    if isinstance(exc, StorageUnavailable):
+        log.warning("storage unavailable: %s %s: %s", request.method, request.url.path, exc)
+        return _error(503, "storage unavailable, try again later")
+    if isinstance(exc, StorageError):
         log.error("storage error: %s %s: %s", request.method, request.url.path, exc)
         return _error(500, "storage error")
-
-    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
+    if isinstance(exc, RequestValidationError):
         return _error(400, _validation_reason(exc))
-
-    async def http_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, HTTPException)
+    if isinstance(exc, HTTPException):
         return _error(exc.status_code, str(exc.detail).lower(), dict(exc.headers or {}))
-
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # The traceback goes to the server log (Starlette re-raises it), never to the client.
-        return _error(500, "internal error")
-
-    app.add_exception_handler(GateError, gate_error)
-    app.add_exception_handler(StorageError, storage_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected)
+    # A bug. Its traceback goes to the server log: FastAPI's ServerErrorMiddleware re-raises it
+    # after this answer, and the hit path logs it itself.
+    return _error(500, "internal error")

@@ -1,15 +1,20 @@
-"""The dependencies every route declares: the gate's parts, and who is calling with what rights.
+"""The dependencies routes declare: the gate's parts, and who is calling with what rights.
 
 This is the one place that reads the Authorization header and decides rights; routes state what
 they need with these ``Annotated`` aliases::
 
-    async def get_entry(ns: str, principal: NamespaceReader, gate: GateDep): ...
+    async def get_entry(request: Request, access: NamespaceReader) -> Response: ...
+
+Each alias is a single dependency that takes only the ``Request`` (the namespace comes from the
+path parameters): FastAPI's per-request cost grows with every declared parameter and nested
+dependency, about 15 µs each here. The hit path, a bare ASGI endpoint, calls ``read_access``
+directly: the same check, without the dependency machinery.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, cast
+from typing import Annotated
 
 from fastapi import Depends, Request
 
@@ -23,14 +28,15 @@ from .names import check_namespace
 from .storage.metered import MeteredStorage
 
 __all__ = [
+    "Access",
     "AdminPrincipal",
     "CurrentPrincipal",
     "Gate",
     "GateDep",
     "NamespaceReader",
     "NamespaceWriter",
-    "get_gate",
-    "get_principal",
+    "read_access",
+    "write_access",
 ]
 
 
@@ -45,45 +51,61 @@ class Gate:
     authenticator: Authenticator
 
 
-def get_gate(request: Request) -> Gate:
-    return cast(Gate, request.app.state.gate)
+@dataclass(frozen=True, slots=True)
+class Access:
+    """A caller allowed into the namespace of the request's path."""
+
+    gate: Gate
+    principal: Principal
+    namespace: str
 
 
-GateDep = Annotated[Gate, Depends(get_gate)]
+async def _gate(request: Request) -> Gate:
+    gate: Gate = request.app.state.gate
+    return gate
 
 
-async def get_principal(request: Request, gate: GateDep) -> Principal:
+async def _principal(request: Request) -> Principal:
+    gate: Gate = request.app.state.gate
     return await gate.authenticator.authenticate(request.headers.get("authorization"))
 
 
-CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+async def read_access(request: Request) -> Access:
+    """The caller, allowed to read the namespace in the path; raises Unauthorized, BadRequest, Forbidden."""
+    gate: Gate = request.app.state.gate
+    principal = await gate.authenticator.authenticate(request.headers.get("authorization"))
+    namespace = check_namespace(request.path_params["ns"])
+    if not principal.can_read(namespace):
+        raise Forbidden(f"namespace {namespace} not granted")
+    return Access(gate, principal, namespace)
 
 
-async def _namespace_reader(ns: str, principal: CurrentPrincipal) -> Principal:
-    check_namespace(ns)
-    if not principal.can_read(ns):
-        raise Forbidden(f"namespace {ns} not granted")
-    return principal
-
-
-async def _namespace_writer(ns: str, principal: CurrentPrincipal) -> Principal:
-    check_namespace(ns)
+async def write_access(request: Request) -> Access:
+    """The caller, allowed to write the namespace in the path."""
+    gate: Gate = request.app.state.gate
+    principal = await gate.authenticator.authenticate(request.headers.get("authorization"))
+    namespace = check_namespace(request.path_params["ns"])
     if principal.role < Role.WRITER:
         raise Forbidden(f"role {principal.role.label} may not write")
-    if not principal.can_write(ns):
-        raise Forbidden(f"namespace {ns} not granted")
-    return principal
+    if not principal.can_write(namespace):
+        raise Forbidden(f"namespace {namespace} not granted")
+    return Access(gate, principal, namespace)
 
 
-async def _admin(principal: CurrentPrincipal) -> Principal:
+async def _admin(request: Request) -> Principal:
+    principal = await _principal(request)
     if not principal.is_admin:
         raise Forbidden(f"role {principal.role.label} is not admin")
     return principal
 
 
-#: The caller, allowed to read the path's namespace ``{ns}`` (400 for a bad name, 403 if not granted).
-NamespaceReader = Annotated[Principal, Depends(_namespace_reader)]
-#: The caller, allowed to write the path's namespace ``{ns}``.
-NamespaceWriter = Annotated[Principal, Depends(_namespace_writer)]
-#: The caller, an admin.
+#: The gate's parts (no identity check: for routes open to anyone).
+GateDep = Annotated[Gate, Depends(_gate)]
+#: The authenticated caller (401 without a valid token).
+CurrentPrincipal = Annotated[Principal, Depends(_principal)]
+#: A caller allowed to read the path's ``{ns}`` (400 for a bad name, 403 if not granted).
+NamespaceReader = Annotated[Access, Depends(read_access)]
+#: A caller allowed to write the path's ``{ns}``.
+NamespaceWriter = Annotated[Access, Depends(write_access)]
+#: An admin caller.
 AdminPrincipal = Annotated[Principal, Depends(_admin)]

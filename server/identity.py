@@ -7,8 +7,10 @@ Authenticators (``server.auth``) turn a bearer token into a ``Principal``; the d
 from __future__ import annotations
 
 import enum
+import functools
+import re
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
+from fnmatch import translate
 
 __all__ = ["ANONYMOUS_ADMIN", "Principal", "Role"]
 
@@ -37,7 +39,7 @@ class Principal:
     source: str  # which authenticator vouched for it: "embedded", "static", an issuer URL
 
     def grants(self, namespace: str) -> bool:
-        return any(fnmatchcase(namespace, pattern) for pattern in self.namespaces)
+        return any(pattern == "*" or _glob(pattern).match(namespace) for pattern in self.namespaces)
 
     def can_read(self, namespace: str) -> bool:
         return self.grants(namespace)
@@ -48,6 +50,12 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role is Role.ADMIN
+
+
+@functools.lru_cache(maxsize=1024)
+def _glob(pattern: str) -> re.Pattern[str]:
+    """fnmatch's case-sensitive glob, compiled once: this runs on every request."""
+    return re.compile(translate(pattern))
 
 
 #: Every caller when the config has no ``auth`` section (the embedded default on loopback).

@@ -32,7 +32,7 @@ from .storage.metered import StorageMetrics
 __all__ = ["CONTENT_TYPE_LATEST", "GateMetrics", "RequestMetricsMiddleware"]
 
 # The ``*_created`` series double the output and no dashboard here uses them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class _Children:
@@ -130,6 +130,10 @@ class GateMetrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
+    def count_request(self, route: str, status: int, seconds: float) -> None:
+        self.requests(route, str(status)).inc()
+        self.request_seconds(route).observe(seconds)
+
 
 class RequestMetricsMiddleware:
     """Counts every HTTP request by route and status, and times it."""
@@ -154,7 +158,5 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_counting)
         finally:
-            route = scope.get("route")
-            name = getattr(route, "name", None) or "unmatched"
-            self.metrics.requests(name, str(status)).inc()
-            self.metrics.request_seconds(name).observe(time.perf_counter() - started)
+            route = getattr(scope.get("route"), "name", None) or "unmatched"
+            self.metrics.count_request(route, status, time.perf_counter() - started)

@@ -6,7 +6,7 @@ import asyncio
 
 from fastapi import APIRouter, Request, Response
 
-from ..deps import get_gate
+from ..deps import Gate
 from ..errors import Unavailable
 from ..lifecycle import Lifecycle
 from ..metrics import CONTENT_TYPE_LATEST, GateMetrics
@@ -32,7 +32,8 @@ async def readyz(request: Request) -> dict[str, str]:
         raise Unavailable("shutting down")
     if not lifecycle.started:
         raise Unavailable("starting")
-    storage = get_gate(request).storage
+    gate: Gate = request.app.state.gate
+    storage = gate.storage
     try:
         await asyncio.wait_for(storage.check(), _CHECK_TIMEOUT_S)
     except StorageUnavailable as exc:

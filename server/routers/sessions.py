@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ..deps import CurrentPrincipal, GateDep, NamespaceReader
+from ..deps import CurrentPrincipal, NamespaceReader
 from ..sessions import SessionReport, record_session
 
 __all__ = ["router"]
@@ -18,6 +18,6 @@ async def whoami(principal: CurrentPrincipal) -> dict[str, object]:
 
 
 @router.post("/v1/ns/{ns:path}/sessions", name="post_session", status_code=202)
-async def post_session(ns: str, report: SessionReport, principal: NamespaceReader, gate: GateDep) -> dict[str, str]:
-    record_session(gate.metrics, ns, principal, report)
+async def post_session(report: SessionReport, access: NamespaceReader) -> dict[str, str]:
+    record_session(access.gate.metrics, access.namespace, access.principal, report)
     return {"status": "accepted"}

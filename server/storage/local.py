@@ -50,14 +50,14 @@ _FIRST_READ = 64 << 10
 _CHUNK = 1 << 20
 _TMP_PREFIX = ".~tmp-"
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
+# A whole key in one match (this runs on every hit): segments of [A-Za-z0-9._-], none "." or "..".
+_KEY = re.compile(r"(?!\.\.?(?:/|$))[A-Za-z0-9._-]+(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._-]+)*")
 
 
-def _segments(key: str) -> list[str]:
-    parts = key.split("/")
-    for part in parts:
-        if _SEGMENT.fullmatch(part) is None or part in (".", ".."):
-            raise ValueError(f"bad storage key {key[:200]!r}")
-    return parts
+def _check_key(key: str) -> str:
+    if _KEY.fullmatch(key) is None:
+        raise ValueError(f"bad storage key {key[:200]!r}")
+    return key
 
 
 def _read_exact(fd: int, n: int, offset: int) -> bytes:
@@ -153,7 +153,7 @@ class LocalStorage:
             raise StorageError(f"storage.path {self.root}: {exc.strerror or exc}") from exc
 
     def _path(self, key: str) -> str:
-        return os.path.join(self._root, *_segments(key))
+        return f"{self._root}/{_check_key(key)}"
 
     def _probe(self) -> None:
         fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=self._root)
@@ -291,7 +291,7 @@ class LocalStorage:
         directory, _, name_prefix = prefix.rpartition("/")
         if directory:
             try:
-                base = os.path.join(self._root, *_segments(directory))
+                base = self._path(directory)
             except ValueError:
                 return ListPage(items=[], next_token=None)  # no key can live under a bad prefix
             key_base = directory + "/"
