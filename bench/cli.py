@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         _parser().error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
     started = time.monotonic()
-    ctx = Context(OUT / "work", quick=args.quick)
+    ctx = Context(OUT / "logs", quick=args.quick)
     tools = Tools()
     rows: list[Row] = []
     try:

@@ -56,9 +56,9 @@ def native_machine(root: Path) -> Machine:
     return Machine(root, None, GOCACHEPROG="")
 
 
-def gate_machine(root: Path, url: str | None, namespace: str = "bench") -> Machine:
+def gate_machine(root: Path, url: str | None, namespace: str = "bench", **env: str) -> Machine:
     """The helper with an empty L1 in ``root``, through the gate at ``url`` (None: L1 only)."""
-    return Machine(root, url, GOCACHEGATE_NAMESPACE=namespace)
+    return Machine(root, url, GOCACHEGATE_NAMESPACE=namespace, **env)
 
 
 def run_step(ctx: Context, machine: Machine, step: Step) -> GoRun:

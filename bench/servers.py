@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import socket
 import subprocess
@@ -214,6 +215,7 @@ def latency_proxy(upstream: str, delay_ms: float, root: Path) -> Iterator[Server
 
 
 _NGINX_CONF = """\
+user {user};
 daemon off;
 master_process on;
 worker_processes {workers};
@@ -249,7 +251,8 @@ def nginx(binary: Path, docroot: Path, root: Path, workers: int) -> Iterator[Ser
     """nginx serving ``docroot`` as static files (and taking PUTs into it, WebDAV style)."""
     port = free_port()
     conf = root / "nginx.conf"
-    conf.write_text(_NGINX_CONF.format(workers=workers, root=root, port=port, docroot=docroot))
+    user = pwd.getpwuid(os.getuid()).pw_name  # as the gate runs: workers read and write the docroot
+    conf.write_text(_NGINX_CONF.format(user=user, workers=workers, root=root, port=port, docroot=docroot))
     argv = [str(binary), "-c", str(conf), "-p", str(root), "-e", str(root / "nginx-error.log")]
     with serve("nginx", argv, port, root, "/") as server:
         yield server
