@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 import shutil
 import urllib.parse
@@ -10,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.deploy.conftest import Rendered
 from tests.deploy.prowjobs import JOB_CONFIG, Job, load_jobs, load_presets
-from tests.deploy.tools import DEPLOY, PROW_CONFIG, find, run, tool
+from tests.deploy.tools import DEPLOY, PROW_CONFIG, find, kubernetes_validate, run, tool
 
 PRESET_LABEL = {"preset-gocachegate": "true"}
 #: Which ServiceAccount each kind of job runs as, and the right the gate must give it.
@@ -112,12 +115,7 @@ def _mount_of(mounts: dict[str, str], path: str) -> str:
     return name
 
 
-def test_admission_policy_puts_the_helper_where_the_preset_looks(test_pods: Rendered,
-                                                                 prow_config: dict[str, Any]) -> None:
-    [preset] = [p for p in load_presets() if p["labels"] == PRESET_LABEL]
-    env = {e["name"]: e["value"] for e in preset["env"]}
-    mounts = {m["name"]: m["mountPath"] for m in preset["volumeMounts"]}
-
+def test_admission_policy_is_bound_to_labelled_job_pods(test_pods: Rendered, prow_config: dict[str, Any]) -> None:
     policy = find(test_pods.docs, "MutatingAdmissionPolicy", "gocachegate-helper")["spec"]
     binding = find(test_pods.docs, "MutatingAdmissionPolicyBinding", "gocachegate-helper")["spec"]
     assert binding["policyName"] == "gocachegate-helper"
@@ -125,18 +123,78 @@ def test_admission_policy_puts_the_helper_where_the_preset_looks(test_pods: Rend
         "kubernetes.io/metadata.name": prow_config["pod_namespace"]
     }
     assert policy["matchConstraints"]["objectSelector"]["matchLabels"] == PRESET_LABEL
+    assert policy["matchConstraints"]["resourceRules"][0]["operations"] == ["CREATE"]
     assert policy["failurePolicy"] == "Fail"
 
-    expression = policy["mutations"][0]["applyConfiguration"]["expression"]
-    mount = re.search(r'volumeMounts\{\s*name: "([^"]+)",\s*mountPath: "([^"]+)"', expression)
-    image = re.search(r'image: "([^"]+)"', expression)
-    assert mount and image, expression
-    assert mounts.get(mount[1]) == mount[2]
-    assert image[1].split("/")[-1].split(":")[0] == "gocacheprog-bundle"
 
-    # The bundle image's entrypoint copies into <mount>/helper/, the directory GOCACHEPROG names.
+def job_pod(job: Job, namespace: str, *, prow_init: bool) -> dict[str, Any]:
+    """The pod Prow creates for ``job``: its spec with the presets merged in, its labels, and (for a
+    decorated job) Prow's own init containers in front; their details do not matter here."""
+    spec = copy.deepcopy(job.spec)
+    for preset in job.presets:
+        spec.setdefault("volumes", []).extend(preset.get("volumes", []))
+        for container in spec["containers"]:
+            container.setdefault("env", []).extend(preset.get("env", []))
+            container.setdefault("volumeMounts", []).extend(preset.get("volumeMounts", []))
+    if prow_init:
+        spec["initContainers"] = [{"name": "clonerefs", "image": "clonerefs:v1"},
+                                  {"name": "place-entrypoint", "image": "entrypoint:v1"}]
+    labels = {**job.labels, "created-by-prow": "true", "prow.k8s.io/type": job.kind}
+    return {"apiVersion": "v1", "kind": "Pod", "spec": spec,
+            "metadata": {"name": job.name, "namespace": namespace, "labels": labels}}
+
+
+def admit(test_pods: Rendered, pod: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """The pod after the API server ran the admission policies on its creation (tests/deploy/mapcheck)."""
+    path = tmp_path / f"pod-{len(list(tmp_path.glob('pod-*')))}.yaml"
+    path.write_text(yaml.safe_dump(pod))
+    out = run(tool("mapcheck"), test_pods.path, path)
+    assert out.returncode == 0, out.stderr
+    admitted: dict[str, Any] = json.loads(out.stdout)
+    return admitted
+
+
+@pytest.mark.parametrize("prow_init", [True, False], ids=["decorated", "undecorated"])
+@pytest.mark.parametrize("job", load_jobs(), ids=lambda job: job.name)
+def test_admission_policy_brings_the_helper_where_the_preset_looks(
+    job: Job, prow_init: bool, test_pods: Rendered, prow_config: dict[str, Any], tmp_path: Path
+) -> None:
+    pod = job_pod(job, prow_config["pod_namespace"], prow_init=prow_init)
+    admitted = admit(test_pods, pod, tmp_path)
+    containers = admitted["spec"]["initContainers"]
+    names = [c["name"] for c in containers]
+    assert names == [c["name"] for c in pod["spec"].get("initContainers", [])] + ["gocacheprog-bundle"]
+    [helper] = [c for c in containers if c["name"] == "gocacheprog-bundle"]
+    assert helper["image"].rsplit("/", 1)[-1].split(":")[0] == "gocacheprog-bundle"
+    assert helper["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert helper["securityContext"]["allowPrivilegeEscalation"] is False
+
+    # It writes into the preset's emptyDir, where the bundle image's entrypoint puts GOCACHEPROG.
+    env = job.env()
+    volumes = {v["name"]: v for v in admitted["spec"]["volumes"]}
+    [mount] = helper["volumeMounts"]
+    assert "emptyDir" in volumes[mount["name"]]
+    main_mounts = {m["name"]: m["mountPath"] for m in admitted["spec"]["containers"][0]["volumeMounts"]}
+    assert main_mounts[mount["name"]] == mount["mountPath"]
     dockerfile = (DEPLOY / "bundle" / "Dockerfile").read_text()
     entrypoint = re.search(r"^ENTRYPOINT .*cp -R /opt/gocacheprog/\. (\S+?)/?\"\]$", dockerfile, re.M)
     assert entrypoint, "deploy/bundle/Dockerfile: no copying ENTRYPOINT"
     assert Path(entrypoint[1]) / "gocacheprog" == Path(env["GOCACHEPROG"])
-    assert Path(entrypoint[1]).is_relative_to(mount[2])
+    assert Path(entrypoint[1]).is_relative_to(mount["mountPath"])
+
+    # The API server would store exactly this pod: it must pass the schema, and a second pass of the
+    # policy (reinvocation, or a retried create) must not add a second helper.
+    pod_file = tmp_path / "admitted.json"
+    pod_file.write_text(json.dumps(admitted))
+    kubernetes_validate(pod_file, "1.36.0", expected=1)
+    again = admit(test_pods, admitted, tmp_path)
+    assert [c["name"] for c in again["spec"]["initContainers"]] == names
+
+
+def test_admission_policy_leaves_other_pods_alone(test_pods: Rendered, prow_config: dict[str, Any],
+                                                 tmp_path: Path) -> None:
+    [job] = [j for j in load_jobs() if j.kind == "presubmit"]
+    pod = job_pod(job, prow_config["pod_namespace"], prow_init=True)
+    del pod["metadata"]["labels"]["preset-gocachegate"]
+    admitted = admit(test_pods, pod, tmp_path)
+    assert [c["name"] for c in admitted["spec"]["initContainers"]] == ["clonerefs", "place-entrypoint"]
