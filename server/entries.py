@@ -80,7 +80,7 @@ _ENCODINGS = ("identity", "zstd")
 _MIN_SAVING = 0.10
 _BATCH = 256 << 10  # received bytes handed to a worker thread at a time
 _DAY = 86400.0
-_TOUCH_MEMORY = 100_000  # entries whose last touch this replica remembers
+_TOUCH_MEMORY = 100_000  # entries whose touch is remembered (by key hash: ~12 MB at most)
 _TOUCH_PENDING = 10_000  # touches queued at most; beyond, a hit skips (a later one retries)
 _TOUCH_PARALLEL = 16
 
@@ -214,7 +214,9 @@ class EntryService:
         self.storage = storage
         self.limits = limits
         self.compression = compression
-        self._touch_due: OrderedDict[str, float] = OrderedDict()
+        # hash(key) -> when the entry is due for its next touch; a hash collision at worst
+        # skips one touch for a day.
+        self._touch_due: OrderedDict[int, float] = OrderedDict()
         self._touches: set[asyncio.Task[None]] = set()
         self._touch_slots = asyncio.Semaphore(_TOUCH_PARALLEL)
 
@@ -263,7 +265,8 @@ class EntryService:
 
     def _maybe_touch(self, key: str, put_time: str) -> None:
         now = time.time()
-        due = self._touch_due.get(key)
+        slot = hash(key)
+        due = self._touch_due.get(slot)
         if due is None:
             try:
                 due = datetime.fromisoformat(put_time).timestamp() + _DAY
@@ -276,8 +279,8 @@ class EntryService:
             task = asyncio.get_running_loop().create_task(self._touch(key))
             self._touches.add(task)
             task.add_done_callback(self._touches.discard)
-        self._touch_due[key] = due
-        self._touch_due.move_to_end(key)
+        self._touch_due[slot] = due
+        self._touch_due.move_to_end(slot)
         if len(self._touch_due) > _TOUCH_MEMORY:
             self._touch_due.popitem(last=False)
 
@@ -287,7 +290,7 @@ class EntryService:
                 await self.storage.touch(key)
             except StorageError as exc:
                 log.info("retention touch of %s failed: %s", key, exc)
-                self._touch_due.pop(key, None)  # a later hit tries again
+                self._touch_due.pop(hash(key), None)  # a later hit tries again
 
     async def aclose(self) -> None:
         """Stop background touches (they are best effort: a missed one is retried by a later hit)."""

@@ -19,6 +19,7 @@ from typing import Protocol
 from ..errors import Unauthorized
 from ..identity import ANONYMOUS_ADMIN, Principal
 from .settings import AuthSettings
+from .static import StaticTokens
 
 __all__ = ["Anonymous", "Authenticator", "TokenChain", "TokenVerifier", "build_authenticator"]
 
@@ -76,8 +77,6 @@ class TokenChain:
 def build_authenticator(settings: AuthSettings | None) -> Authenticator:
     if settings is None:
         return Anonymous()
-    from .static import StaticTokens
-
     verifiers: list[TokenVerifier] = []
     if settings.static_tokens:
         verifiers.append(StaticTokens(settings.static_tokens))
