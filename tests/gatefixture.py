@@ -4,8 +4,9 @@
         httpx.get(f"{gate.url}/healthz")
 
 The config is YAML written into the gate's directory: local storage under ``storage/`` with fsync
-off (tests do not need durability), deep-merged with what the test passes. The process's output
-goes to ``gate.log`` in that directory and is shown when the gate fails to come up.
+off (tests do not need durability), deep-merged with what the test passes; or a ready file given
+as ``config_file``. The process's output goes to ``gate.log`` in that directory and is shown when
+the gate fails to come up.
 """
 
 from __future__ import annotations
@@ -113,11 +114,18 @@ def start_gate(
     directory: Path,
     config: Mapping[str, Any] | None = None,
     *,
+    config_file: Path | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float = 30.0,
 ) -> Iterator[GateProcess]:
     """Start a gate, wait until /healthz answers, yield it, and stop it (SIGTERM, then SIGKILL)."""
-    config_path = write_config(directory, config)
+    if config_file is not None:
+        if config is not None:
+            raise ValueError("give config or config_file, not both")
+        directory.mkdir(parents=True, exist_ok=True)
+        config_path = config_file
+    else:
+        config_path = write_config(directory, config)
     gate: GateProcess | None = None
     for attempt in range(3):  # a free port can be taken between probing and binding
         port = free_port()

@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -149,3 +150,13 @@ def test_sigint_skips_the_drain(gate_factory: StartGate) -> None:
     gate.proc.send_signal(signal.SIGINT)
     assert gate.proc.wait(timeout=15) == 0
     assert time.monotonic() - started < 10
+
+
+def test_gate_from_a_ready_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "mine.yaml"
+    config.write_text(f"storage:\n  path: {tmp_path / 'elsewhere'}\n  fsync: false\nlimits:\n  max_entry_bytes: 10\n")
+    with start_gate(tmp_path / "gate", config_file=config) as gate:
+        body = b"x" * 11
+        resp = httpx.put(f"{gate.url}/v1/ns/n/actions/{new_action()}", content=body, headers=entry_headers(body))
+        assert resp.status_code == 413
+        assert gate.config_path == config
