@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import signal
 import subprocess
 import threading
@@ -73,8 +74,9 @@ def test_read_only_uploads_nothing(gate: GateProcess, module_dir: Path, tmp_path
 
 def test_parallel_go_commands_share_one_l1(filled: dict[str, int], gate: GateProcess, module_dir: Path,
                                            tmp_path: Path) -> None:
-    """8 go commands at once on one L1 (and one gate): all succeed, all get the same binary."""
-    m = Machine(tmp_path, gate.url, GOCACHEGATE_NAMESPACE="parallel")
+    """8 go commands at once on one fresh L1, all fetching the same entries from the gate and
+    writing them into the same files: all succeed, all get the same binary, no torn files."""
+    m = Machine(tmp_path, gate.url, GOCACHEGATE_NAMESPACE="shared")
     results: list[int] = []
     procs = [
         subprocess.Popen(["go", "build", "-o", str(tmp_path / f"app{i}"), "."], cwd=module_dir,
@@ -89,6 +91,9 @@ def test_parallel_go_commands_share_one_l1(filled: dict[str, int], gate: GatePro
     digests = {hashlib.sha256((tmp_path / f"app{i}").read_bytes()).digest() for i in range(8)}
     assert len(digests) == 1
     assert not list((tmp_path / "l1").glob("*/.tmp-*")), "temp files left behind"
+    for i in range(8):
+        s = json.loads((tmp_path / f"s{i}.json").read_text())
+        assert s["corrupt"] == 0 and s["remote_errors"] == 0 and s["hits"] > 0, s
 
 
 def test_gate_killed_mid_build_does_not_fail_it(module_dir: Path, tmp_path: Path) -> None:

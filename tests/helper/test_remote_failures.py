@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import zstandard
@@ -116,14 +117,20 @@ def test_403_on_upload_keeps_puts_local(tmp_path: Path) -> None:
     stats_file = tmp_path / "stats.json"
     with fake_gate(script) as url:
         h = Helper(tmp_path / "l1", GOCACHEGATE_URL=url, GOCACHEGATE_STATS_FILE=str(stats_file))
-        for i in range(5):
+        h.send("put", action(0), BODY)
+        assert h.read()["DiskPath"]
+        deadline = time.monotonic() + 10
+        while not any(s.method == "PUT" for s in script.seen) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # the refusal reaches the helper
+        for i in range(1, 5):
             h.send("put", action(i), BODY + bytes([i]))
             assert h.read()["DiskPath"]
         h.close()
         stderr = h.stderr()
     stats = json.loads(stats_file.read_text())
     puts_sent = [s for s in script.seen if s.method == "PUT"]
-    assert 1 <= len(puts_sent) < 5 and stats["puts"] == 5 and stats["uploads"] == 0
+    assert len(puts_sent) == 1 and stats["puts"] == 5 and stats["uploads"] == 0
     assert stderr.count("read-only") == 1
 
 
