@@ -5,6 +5,7 @@ Reference for all three: the same go command on Go's own cache, empty (``native 
 - ``cold``: an empty cache everywhere: native, the helper on L1 alone, the helper writing through
   a fresh gate (local directory, and a fresh bucket on fake-gcs-server). Target: writers within
   5% of native (uploads run behind the build and are flushed at close, inside the timed span).
+  Repetitions are interleaved across the cases.
 - ``remote-warm``: a new pod: an empty L1 against a gate that a previous job filled. Target:
   ``go build std`` 20x faster than native cold; vet and test of the real module are reported
   too (a test result is expected back as ``(cached)``).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import partial
 
 from .backends import Backends, Kind, Store
 from .gowork import Step, Workloads, cached_tests, gate_machine, native_machine, run_step
@@ -40,17 +42,17 @@ WARM_TARGET = Target(">=", 20.0)
 LATENCY_TARGET = Target(">=", 8.0)
 
 
+def _native_once(ctx: Context, step: Step) -> float:
+    root = ctx.scratch(f"native-{step.key}")
+    try:
+        return run_step(ctx, native_machine(root), step).seconds
+    finally:
+        ctx.discard(root)
+
+
 def native_cold(ctx: Context, step: Step) -> Series:
     """``step`` on an empty native GOCACHE, measured once per run for everyone to compare with."""
-
-    def once(_: int) -> float:
-        root = ctx.scratch(f"native-{step.key}")
-        try:
-            return run_step(ctx, native_machine(root), step).seconds
-        finally:
-            ctx.discard(root)
-
-    return ctx.once(f"native-cold:{step.key}", lambda: repeat(ctx.reps, once))
+    return ctx.once(f"native-cold:{step.key}", lambda: repeat(ctx.reps, lambda _: _native_once(ctx, step)))
 
 
 def helper_notes(stats: dict[str, int]) -> dict[str, object]:
@@ -60,50 +62,34 @@ def helper_notes(stats: dict[str, int]) -> dict[str, object]:
     return {key: stats[key] for key in keys if key in stats}
 
 
-def _helper_series(ctx: Context, step: Step, gate_url: Callable[[], AbstractContextManager[str | None]],
-                   notes: dict[str, object]) -> Series:
-    """``step`` on a helper with an empty L1, ``ctx.reps`` times, each through the gate that
-    ``gate_url()`` opens for it (None: L1 only). The last run's counters go into ``notes``."""
-
-    def once(_: int) -> float:
-        root = ctx.scratch(f"helper-{step.key}")
-        try:
-            with gate_url() as url:
-                run = run_step(ctx, gate_machine(root, url), step)
-        finally:
-            ctx.discard(root)
-        notes.update(helper_notes(run.stats))
-        said = [line.removeprefix("gocacheprog: ") for line in run.stderr.splitlines()
-                if line.startswith("gocacheprog:")]
-        if said:
-            notes["helper_said"] = " / ".join(said[:3])
-        if step.key == "mod-test":
-            cached, tested = cached_tests(run)
-            notes["cached_tests"] = f"{cached}/{tested}"
-        return run.seconds
-
-    return repeat(ctx.reps, once)
+GateFor = Callable[[], AbstractContextManager[str | None]]
 
 
-def cold(ctx: Context, tools: Tools) -> list[Row]:
-    rows: list[Row] = []
-    work = Workloads(ctx)
-    with Backends(ctx, tools) as backends:
-        for step in work.builds():
-            for case, kind in (("helper, L1 only", None), ("helper + gate, local", "local"),
-                               ("helper + gate, gcs emulator", "gcs")):
-                target = None if kind is None else COLD_TARGET
-                name = f"{step.label}: {case}"
-                rows.append(attempt("cold", name, target, _cold_row, ctx, backends, step, name, kind, target))
-    return rows
+def _helper_once(ctx: Context, step: Step, gate_url: GateFor, notes: dict[str, object]) -> float:
+    """``step`` once on a helper with an empty L1, through the gate ``gate_url()`` opens for it
+    (None: L1 only); its counters go into ``notes``."""
+    root = ctx.scratch(f"helper-{step.key}")
+    try:
+        with gate_url() as url:
+            run = run_step(ctx, gate_machine(root, url), step)
+    finally:
+        ctx.discard(root)
+    notes.update(helper_notes(run.stats))
+    said = [line.removeprefix("gocacheprog: ") for line in run.stderr.splitlines()
+            if line.startswith("gocacheprog:")]
+    if said:
+        notes["helper_said"] = " / ".join(said[:3])
+    if step.key == "mod-test":
+        cached, tested = cached_tests(run)
+        notes["cached_tests"] = f"{cached}/{tested}"
+    return run.seconds
 
 
-def cold_series(ctx: Context, backends: Backends, step: Step, kind: Kind | None, notes: dict[str, object]) -> Series:
-    """``step`` on an empty L1, each repetition writing through a new gate to a new store of ``kind``
-    (None: no gate, L1 only)."""
+def _fresh_gate(backends: Backends, kind: Kind | None) -> GateFor:
+    """A new gate on a new store of ``kind`` for each call (None: no gate, L1 only)."""
 
     @contextmanager
-    def fresh_gate() -> Iterator[str | None]:
+    def opened() -> Iterator[str | None]:
         if kind is None:
             yield None
             return
@@ -112,20 +98,70 @@ def cold_series(ctx: Context, backends: Backends, step: Step, kind: Kind | None,
             yield gate.url
         backends.discard(store)
 
-    return _helper_series(ctx, step, fresh_gate, notes)
+    return opened
+
+
+def cold_series(ctx: Context, backends: Backends, step: Step, kind: Kind | None, notes: dict[str, object]) -> Series:
+    """``step`` on an empty L1, each repetition writing through a new gate to a new store of ``kind``."""
+    return repeat(ctx.reps, lambda _: _helper_once(ctx, step, _fresh_gate(backends, kind), notes))
 
 
 def warm_series(ctx: Context, step: Step, url: str, notes: dict[str, object]) -> Series:
     """``step`` on an empty L1 against the filled gate at ``url``."""
-    return _helper_series(ctx, step, lambda: nullcontext(url), notes)
+    return repeat(ctx.reps, lambda _: _helper_once(ctx, step, lambda: nullcontext(url), notes))
 
 
-def _cold_row(ctx: Context, backends: Backends, step: Step, name: str, kind: Kind | None,
-              target: Target | None) -> Row:
-    reference = native_cold(ctx, step)
-    notes: dict[str, object] = {}
-    series = cold_series(ctx, backends, step, kind, notes)
-    return compare("cold", name, series, "native cold", reference, "time", target, **notes)
+_COLD_CASES: tuple[tuple[str, Kind | None], ...] = (
+    ("helper, L1 only", None), ("helper + gate, local", "local"), ("helper + gate, gcs emulator", "gcs"))
+
+
+class _Cases:
+    """The helper cases of one cold step, filled one repetition at a time."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = {case: [] for case, _ in _COLD_CASES}
+        self.notes: dict[str, dict[str, object]] = {case: {} for case, _ in _COLD_CASES}
+        self.failed: dict[str, str] = {}
+
+    def run_once(self, ctx: Context, backends: Backends, step: Step) -> None:
+        for case, kind in _COLD_CASES:
+            if case in self.failed:
+                continue
+            try:
+                self.values[case].append(_helper_once(ctx, step, _fresh_gate(backends, kind), self.notes[case]))
+            except BenchFailure as exc:
+                self.failed[case] = str(exc)
+
+    def rows(self, step: Step, reference: Series) -> list[Row]:
+        rows = []
+        for case, kind in _COLD_CASES:
+            target = None if kind is None else COLD_TARGET
+            name = f"{step.label}: {case}"
+            if case in self.failed:
+                rows.append(Row("cold", name, target=target, error=self.failed[case]))
+            else:
+                rows.append(compare("cold", name, Series(tuple(self.values[case]), "s"), "native cold", reference,
+                                    "time", target, **self.notes[case]))
+        return rows
+
+
+def cold(ctx: Context, tools: Tools) -> list[Row]:
+    """Repetitions interleaved (native, then each case, then again), so that load from elsewhere on
+    the machine falls on all of them alike rather than on whichever case ran during it."""
+    rows: list[Row] = []
+    with Backends(ctx, tools) as backends:
+        for step in Workloads(ctx).builds():
+            native: list[float] = []
+            cases = _Cases()
+            try:
+                for _ in range(ctx.reps):
+                    native.append(_native_once(ctx, step))
+                    cases.run_once(ctx, backends, step)
+            except BenchFailure as exc:
+                rows.append(Row("cold", f"{step.label}: native", error=str(exc)))
+                continue
+            rows += cases.rows(step, ctx.once(f"native-cold:{step.key}", partial(Series, tuple(native), "s")))
+    return rows
 
 
 def fill(ctx: Context, backends: Backends, store: Store, steps: list[Step]) -> dict[str, int]:

@@ -49,7 +49,7 @@ def _ratio(row: Row) -> str:
     if row.kind == "share":
         return f"{row.ratio:.0%}"
     if row.kind == "value":
-        return f"{row.ratio:.3g}"
+        return _value(row.series)
     return f"{row.ratio:.2f}x"
 
 

@@ -13,6 +13,8 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .runner import BenchFailure
@@ -36,6 +38,21 @@ def _run(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None
     return proc.stdout
 
 
+@contextmanager
+def _no_service_start() -> Iterator[None]:
+    """Keep Debian's maintainer scripts from starting nginx on port 80 (the bench runs its own)."""
+    policy = Path("/usr/sbin/policy-rc.d")
+    if policy.exists():
+        yield
+        return
+    policy.write_text("#!/bin/sh\n# bench/tools.py: no service starts during the install\nexit 101\n")
+    policy.chmod(0o755)
+    try:
+        yield
+    finally:
+        policy.unlink()
+
+
 class Tools:
     """Paths of the installed tools, installing each one the first time it is asked for."""
 
@@ -52,7 +69,8 @@ class Tools:
             if not self._apt_updated:
                 _run(["apt-get", "update", "-qq"], env=env)
                 self._apt_updated = True
-            _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", _APT_PACKAGES[name]], env=env)
+            with _no_service_start():
+                _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", _APT_PACKAGES[name]], env=env)
             found = shutil.which(name) or next((str(d / name) for d in _SBIN if (d / name).exists()), None)
             if found is None:
                 raise BenchFailure(f"apt-get installed {_APT_PACKAGES[name]} but {name} is not on PATH")
