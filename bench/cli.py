@@ -10,6 +10,7 @@ not a failure).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -49,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load(avg: tuple[float, float, float]) -> str:
+    return " ".join(f"{v:.1f}" for v in avg)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(SCENARIOS)
@@ -56,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         _parser().error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
     started = time.monotonic()
+    load_before = os.getloadavg()
     ctx = Context(OUT / "logs", quick=args.quick)
     tools = Tools()
     rows: list[Row] = []
@@ -76,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         "repetitions": ctx.reps,
         "scenarios": ", ".join(names),
         "wall time": f"{time.monotonic() - started:.0f} s",
+        # Other work on the machine shows here: the figures are ratios because of it.
+        "load average (1, 5, 15 min) at start and end": f"{_load(load_before)}; {_load(os.getloadavg())}",
         "machine": machine(),
         "versions": {"gocachegate": version("gocachegate"), **tools.versions()},
         "spread": "± half the range of the repetitions, relative to the median",

@@ -43,3 +43,10 @@ def test_quick_l1_warm_measures_every_case(tmp_path: Path) -> None:
     table = proc.stdout
     assert "| l1-warm | go build (hello world): helper, L1 only |" in table
     assert "- mode: quick" in table
+
+
+def test_unknown_scenario_is_refused_with_the_known_names() -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench", "--only", "cold,nosuch"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "unknown scenario nosuch" in proc.stderr and "remote-warm-latency" in proc.stderr
