@@ -4,13 +4,13 @@ Promises kept here (DESIGN.md, "Rules the helper never breaks"): a remote failur
 a miss or a dropped upload, never an error to go; a remote body reaches go only after its SHA-256
 matched the output id; a put is answered once the body is on local disk and uploaded in the
 background; close waits for uploads at most ``flush_timeout`` seconds; a read-only run, or one the
-gate refused an upload, never uploads again.
+gate refused an upload, never uploads again. With a prefetch (``prefetch.py``), a get for an entry
+on its way waits for it; at close a writer sends the manifest of what this command used.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sys
 import threading
@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from . import __version__
 from .config import Config
 from .l1 import L1, L1Entry, L1Error
+from .manifest import CommandKey, Recorder, command_key, encode
+from .prefetch import ABSENT, ARRIVED, FETCH, Prefetch, PrefetchSettings, land
 from .remote import Refused, Remote, RemoteError, RemoteUnavailable
 from .stats import Stats
 from .workers import Workers
@@ -38,7 +40,7 @@ def _say(message: str) -> None:
 
 class Cache:
     def __init__(self, cfg: Config, l1: L1, remote: Remote | None, stats: Stats,
-                 say: Callable[[str], None] = _say) -> None:
+                 say: Callable[[str], None] = _say, prefetch: PrefetchSettings | None = None) -> None:
         self.cfg = cfg
         self.l1 = l1
         self.remote = remote
@@ -50,6 +52,18 @@ class Cache:
         self._uploads = Workers("upload", _UPLOAD_THREADS)
         self._upload = remote is not None and not cfg.read_only
         self._started = time.monotonic()
+        self.recorder = Recorder()  # what go used: the manifest a writer sends at close
+        self._key: CommandKey | None = None
+        self.prefetch: Prefetch | None = None
+        if remote is not None and prefetch is not None and prefetch.enabled:
+            self.prefetch = Prefetch(l1, remote, stats, prefetch, self.manifest_key, self.say_once)
+
+    def manifest_key(self) -> CommandKey:
+        """The key of this go command's manifest, worked out once (``manifest.py``)."""
+        with self._lock:
+            if self._key is None:
+                self._key = command_key(os.environ)
+            return self._key
 
     def say_once(self, key: str, message: str) -> None:
         with self._lock:
@@ -75,11 +89,19 @@ class Cache:
 
     def lookup(self, action_id: bytes) -> tuple[L1Entry | None, bool]:
         """The local answer at once: (entry, False) hit; (None, True) ask the gate; (None, False) miss."""
+        self.recorder.asked(action_id)
         entry = self.l1.get(action_id)
         if entry is not None:
-            self.stats.add(gets=1, hits=1, local_hits=1)
+            self.recorder.used(action_id)
+            compute_ms = None if self.prefetch is None else self.prefetch.take(action_id)
+            if compute_ms is None:
+                self.stats.add(gets=1, hits=1, local_hits=1)
+            else:  # landed by the prefetch just before go asked: the remote paid for it
+                self.stats.add(gets=1, hits=1, remote_hits=1, prefetch_hits=1, compute_ms_saved=compute_ms)
             return entry, False
         if self.remote is not None and self.remote.open_reason is None:
+            if self.prefetch is not None:
+                self.prefetch.claim(action_id)
             return None, True
         self._missed(action_id)
         return None, False
@@ -87,12 +109,21 @@ class Cache:
     def fetch(self, action_id: bytes) -> L1Entry | None:
         """Ask the gate (after ``lookup`` said to); runs in a worker thread, never raises."""
         start = time.monotonic()
-        entry = self._fetch(action_id)
+        outcome = FETCH if self.prefetch is None else self.prefetch.wait(action_id)
+        entry = None
+        if outcome == ARRIVED:
+            entry = self.l1.get(action_id)
+            compute_ms = self.prefetch.take(action_id) if self.prefetch is not None else None
+            if entry is not None:
+                self.stats.add(prefetch_hits=1, compute_ms_saved=compute_ms or 0)
+        if entry is None and outcome != ABSENT:
+            entry = self._fetch(action_id)
         wait_ms = int((time.monotonic() - start) * 1000)
         if entry is None:
             self.stats.add(remote_wait_ms=wait_ms)
             self._missed(action_id)
         else:
+            self.recorder.used(action_id)
             self.stats.add(gets=1, hits=1, remote_hits=1, remote_wait_ms=wait_ms)
         return entry
 
@@ -112,15 +143,9 @@ class Cache:
             return None
         if download is None:
             return None
-        digest = hashlib.sha256()
-        received = 0
-        tmp: str | None = None
         try:
-            with self.l1.create_temp(download.output_id) as (tmp, f):
-                for chunk in download.chunks():
-                    digest.update(chunk)
-                    f.write(chunk)
-                    received += len(chunk)
+            entry = land(self.l1, action_id, download.output_id, download.size, download.put_time,
+                         download.chunks())
         except L1Error as exc:
             download.finish(ok=False)
             self.say_once("l1", f"local cache not writable ({exc}); remote hits cannot be used")
@@ -132,18 +157,10 @@ class Cache:
             return None
         download.finish(ok=True)
         self.stats.add(bytes_downloaded=download.wire_bytes)
-        if received != download.size or digest.digest() != download.output_id:
-            os.unlink(tmp)
+        if entry is None:
             self.stats.add(corrupt=1)
             self.say_once("corrupt", f"discarded a remote entry whose body does not match its digest "
                                       f"(action {action_id.hex()[:16]}…)")
-            return None
-        try:
-            self.l1.commit_output(tmp, download.output_id)
-            entry = self.l1.put_action(action_id, download.output_id, download.size,
-                                       download.put_time or datetime.now(UTC))
-        except L1Error as exc:
-            self.say_once("l1", f"local cache not writable ({exc}); remote hits cannot be used")
             return None
         self.stats.add(compute_ms_saved=download.compute_ms)
         return entry
@@ -153,6 +170,7 @@ class Cache:
     def put(self, action_id: bytes, output_id: bytes, body: bytes) -> L1Entry:
         """Store locally and answer; the upload goes on in the background. Raises L1Error."""
         entry = self.l1.put(action_id, output_id, body, datetime.now(UTC))
+        self.recorder.used(action_id)
         self.stats.add(puts=1)
         with self._lock:
             missed_at = self._missed_at.pop(action_id, None)
@@ -189,12 +207,16 @@ class Cache:
     # -- close -------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush uploads (bounded), report the session, write the stats; never raises."""
+        """Stop the prefetch, flush uploads (bounded), send the manifest, report the session, write
+        the stats; never raises."""
+        if self.prefetch is not None:
+            self.prefetch.close()
         if self.remote is not None:
             dropped = self._uploads.drain(self.cfg.flush_timeout)
             if dropped:
                 self.stats.add(uploads_dropped=dropped)
                 self._say(f"{dropped} uploads still pending after {self.cfg.flush_timeout:g}s; dropped")
+            self._send_manifest()
             if self.remote.open_reason is None:
                 report: dict[str, object] = dict(self.stats.snapshot())
                 report.update({k.lower(): v for k, v in self.cfg.job.items()})
@@ -209,3 +231,21 @@ class Cache:
                 self._say(f"cannot write the stats file: {exc.strerror}")
         if self.cfg.verbose:
             self._say(self.stats.summary().removeprefix("gocacheprog: "))
+
+    def _send_manifest(self) -> None:
+        """A writer's manifest of what go used, unless the gate has the same one (``manifest.py``)."""
+        if self.prefetch is None or self.remote is None or not self._upload or self.remote.open_reason is not None:
+            return
+        ids = self.recorder.ids()
+        stored = self.prefetch.stored
+        if not ids or (stored is not None and stored.same(ids)):
+            return
+        key = self.manifest_key()
+        try:
+            self.remote.put_manifest(key.key, encode(ids, key.description))
+        except RemoteError as exc:
+            if not isinstance(exc, Refused | RemoteUnavailable):  # a reader's 403 is expected
+                self.stats.add(upload_errors=1)
+                self.say_once("manifest", f"could not send the build manifest ({exc})")
+            return
+        self.stats.add(manifests_sent=1)

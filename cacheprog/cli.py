@@ -11,6 +11,7 @@ from . import HANDSHAKE
 if TYPE_CHECKING:
     from .config import Config
     from .l1 import L1
+    from .prefetch import PrefetchSettings
     from .remote import Remote
 
 __all__ = ["main"]
@@ -54,8 +55,21 @@ def _serve(args: list[str]) -> int:
     l1 = L1(cfg.dir, cfg.l1_max_bytes)
     remote = _remote(cfg)
     _warm_up_in_background(l1, remote is not None)
-    serve(Cache(cfg, l1, remote, Stats()), sys.stdin.buffer, sys.stdout.fileno())
+    cache = Cache(cfg, l1, remote, Stats(), prefetch=_prefetch_settings())
+    if cache.prefetch is not None:
+        cache.prefetch.start()
+    serve(cache, sys.stdin.buffer, sys.stdout.fileno())
     return 0
+
+
+def _prefetch_settings() -> PrefetchSettings | None:
+    from .prefetch import settings_from_env
+
+    try:
+        return settings_from_env(os.environ)
+    except ValueError as exc:
+        sys.stderr.write(f"gocacheprog: {exc}; no prefetch\n")
+        return None
 
 
 def _remote(cfg: Config) -> Remote | None:

@@ -10,6 +10,7 @@ rest of the invocation does not ask the gate again, so a dead or stalled gate co
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 
 from .tokens import TokenSource
 
-__all__ = ["Download", "Refused", "Remote", "RemoteError", "RemoteUnavailable"]
+__all__ = ["Download", "PrefetchStream", "Refused", "Remote", "RemoteError", "RemoteUnavailable"]
 
 _CONNECT_TIMEOUT_S = 1.0
 _BREAKER_THRESHOLD = 3
@@ -83,6 +84,41 @@ class Download:
 
     def finish(self, ok: bool) -> None:
         """Return the connection to the pool when the body was read whole, else close it."""
+        self._release(ok and self._response.isclosed() and not self._response.will_close)
+
+
+class PrefetchStream:
+    """The gate's answer to a prefetch, being received (docs/prefetch.md has its frames)."""
+
+    def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse,
+                 release: Callable[[bool], None]) -> None:
+        self.wire_bytes = 0
+        self._conn = conn
+        self._response = response
+        self._release = release
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes, as soon as some are here; b"" at the end. Raises RemoteError."""
+        import http.client
+
+        try:
+            data = self._response.read1(n)
+        except (http.client.HTTPException, OSError, ValueError) as exc:
+            raise RemoteError(f"prefetch stream: {exc or type(exc).__name__}") from exc
+        self.wire_bytes += len(data)
+        return data
+
+    def abort(self) -> None:
+        """Cut the stream from another thread: a read blocked on it returns or raises at once."""
+        import socket
+
+        sock = self._conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def finish(self, ok: bool) -> None:
+        """Keep the connection when the stream was read to its end, else close it."""
         self._release(ok and self._response.isclosed() and not self._response.will_close)
 
 
@@ -287,6 +323,44 @@ class Remote:
         if status in (200, 201):
             return status == 201
         raise RemoteError(f"PUT {action_hex}: {status} {reason}")
+
+    def get_manifest(self, key: str) -> bytes | None:
+        """The stored manifest of ``key``, or None when there is none. Raises RemoteError."""
+        import http.client
+
+        conn, resp = self._send("GET", f"{self._prefix}/manifests/{key}", None, {})
+        if resp.status != 200:
+            reason = _reason(resp)
+            self._pool.release(conn, reuse=not resp.will_close)
+            if resp.status == 404:
+                return None
+            raise RemoteError(f"GET manifest: unexpected {resp.status} {reason}")
+        try:
+            body = resp.read()
+        except (http.client.HTTPException, OSError) as exc:
+            self._pool.release(conn, reuse=False)
+            raise RemoteError(f"GET manifest: {exc or type(exc).__name__}") from exc
+        self._pool.release(conn, reuse=not resp.will_close)
+        return body
+
+    def put_manifest(self, key: str, manifest: bytes) -> None:
+        """Store the manifest of ``key``, replacing the previous one. Raises RemoteError (Refused: 403)."""
+        conn, resp = self._send("PUT", f"{self._prefix}/manifests/{key}", manifest,
+                                {"Content-Type": "application/octet-stream"})
+        status, reason = resp.status, _reason(resp)
+        self._pool.release(conn, reuse=not resp.will_close)
+        if status not in (200, 201, 204):
+            raise RemoteError(f"PUT manifest: {status} {reason}")
+
+    def open_prefetch(self, action_ids: bytes) -> PrefetchStream:
+        """Ask for the entries of ``action_ids`` (32 bytes each) in one streamed answer. Raises RemoteError."""
+        conn, resp = self._send("POST", f"{self._prefix}/prefetch", action_ids,
+                                {"Content-Type": "application/octet-stream"})
+        if resp.status != 200:
+            reason = _reason(resp)
+            self._pool.release(conn, reuse=not resp.will_close)
+            raise RemoteError(f"POST prefetch: unexpected {resp.status} {reason}")
+        return PrefetchStream(conn, resp, lambda reuse: self._pool.release(conn, reuse=reuse))
 
     def post_session(self, report: Mapping[str, object]) -> None:
         body = json.dumps(report).encode()

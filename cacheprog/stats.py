@@ -19,6 +19,11 @@ FIELDS = (
     "bytes_uploaded",  # on the wire
     "remote_wait_ms",  # time go spent waiting on the remote side
     "compute_ms_saved",  # compute time recorded with the entries that remote hits served
+    "prefetched",  # entries the prefetch landed in L1 (docs/prefetch.md)
+    "prefetch_hits",  # gets they served (counted in remote_hits too)
+    "prefetch_bytes",  # the prefetch stream, on the wire
+    "prefetch_wasted",  # landed, and never asked for by this go command
+    "manifests_sent",  # 1 when this command's manifest was sent at close
 )
 
 
@@ -52,4 +57,6 @@ class Stats:
             f"{s['upload_errors'] + s['remote_errors']} remote errors, {s['corrupt']} corrupt, "
             f"{s['bytes_downloaded'] / 1e6:.1f} MB down, {s['bytes_uploaded'] / 1e6:.1f} MB up, "
             f"remote wait {s['remote_wait_ms']} ms"
+            + (f", prefetched {s['prefetched']} ({s['prefetch_hits']} used, {s['prefetch_bytes'] / 1e6:.1f} MB)"
+               if s["prefetched"] else "")
         )

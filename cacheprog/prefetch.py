@@ -1,0 +1,332 @@
+"""The streamed prefetch: the entries of this command's manifest, written into L1 while go asks.
+
+go asks for entries a couple at a time, so with storage latency L a remote-warm build pays
+about L per get. Right after the handshake a thread asks the gate for the manifest of the
+command's key (``manifest.py``), drops what L1 already has or go already asked for, and asks
+for the rest in ONE request whose answer streams every entry that exists (the gate reads 64 at
+once). Each arriving entry is checked like any remote body (SHA-256 and size, ``land``) and
+written into L1. Meanwhile the protocol loop goes on:
+
+- a get for an entry on its way waits for it (at most ``wait_seconds``, then asks alone);
+- a get for an entry the gate said does not exist is a miss at once;
+- a get for anything else goes the normal way at once.
+
+Bounded: the stream stops at ``max_bytes`` or ``max_seconds`` and at close; any failure ends the
+prefetch quietly (what did not arrive is fetched the normal way) and never fails the build.
+Counted: ``prefetched`` (entries landed), ``prefetch_hits`` (gets they served),
+``prefetch_bytes`` (on the wire), ``prefetch_wasted`` (landed, never asked for by this command).
+
+The stream (docs/prefetch.md)::
+
+    b"GCP1" frame* b"Z" u32(entries sent)
+    frame = b"E" action(32) output(32) u64 size, i64 put-time ms, i64 compute ms (-1: none),
+                 u8 encoding (0 identity, 1 zstd), u64 length, payload(length)
+          | b"M" action(32)   no such entry: a get for it is a miss
+          | b"S" action(32)   not sent (storage failed, entry unreadable): fetch it normally
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from .l1 import L1, L1Entry, L1Error
+from .manifest import CommandKey, ManifestError, Stored, decode
+from .remote import PrefetchStream, Remote, RemoteError
+from .stats import Stats
+
+__all__ = ["ABSENT", "ARRIVED", "FETCH", "MAGIC", "Prefetch", "PrefetchSettings", "land", "settings_from_env"]
+
+ARRIVED, ABSENT, FETCH = "arrived", "absent", "fetch"
+MAGIC = b"GCP1"
+ENTRY = struct.Struct(">32s32sQqqBQ")
+_CHUNK = 1 << 16
+
+
+class PrefetchSettings(NamedTuple):
+    enabled: bool = True  # GOCACHEGATE_PREFETCH=0: neither prefetch nor write manifests
+    max_bytes: int = 4 << 30  # GOCACHEGATE_PREFETCH_MAX_BYTES: stop the stream after this many
+    max_seconds: float = 300.0  # GOCACHEGATE_PREFETCH_SECONDS: ... or after this long
+    wait_seconds: float = 1.0  # a get waits this long for its entry on the stream, then asks alone
+
+
+def settings_from_env(env: Mapping[str, str]) -> PrefetchSettings:
+    """The prefetch's settings from ``GOCACHEGATE_PREFETCH*``; raises ValueError for a bad one."""
+    defaults = PrefetchSettings()
+    enabled = env.get("GOCACHEGATE_PREFETCH", "1").strip().lower() not in ("0", "false", "no", "off")
+    max_bytes = int(env.get("GOCACHEGATE_PREFETCH_MAX_BYTES") or defaults.max_bytes)
+    max_seconds = float(env.get("GOCACHEGATE_PREFETCH_SECONDS") or defaults.max_seconds)
+    if max_bytes < 0 or max_seconds < 0:
+        raise ValueError("GOCACHEGATE_PREFETCH_MAX_BYTES and GOCACHEGATE_PREFETCH_SECONDS must not be negative")
+    return PrefetchSettings(enabled, max_bytes, max_seconds, defaults.wait_seconds)
+
+
+def land(l1: L1, action_id: bytes, output_id: bytes, size: int, put_time: datetime | None,
+         chunks: Iterable[bytes]) -> L1Entry | None:
+    """Write a remote body into L1 if, and only if, its length is ``size`` and its SHA-256 ``output_id``.
+
+    None when it does not match (nothing is written). Raises L1Error when L1 cannot be written;
+    what ``chunks`` raises passes through, and nothing is written then either.
+    """
+    digest = hashlib.sha256()
+    received = 0
+    with l1.create_temp(output_id) as (tmp, f):
+        for chunk in chunks:
+            digest.update(chunk)
+            f.write(chunk)
+            received += len(chunk)
+    if received != size or digest.digest() != output_id:
+        os.unlink(tmp)
+        return None
+    l1.commit_output(tmp, output_id)
+    return l1.put_action(action_id, output_id, size, put_time or datetime.now(UTC))
+
+
+class _Slot:
+    """An entry on its way: gets for it wait on ``event``; ``state`` says how it ended."""
+
+    __slots__ = ("abandoned", "event", "state")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.state = FETCH
+        self.abandoned = False  # a get stopped waiting and fetches it itself
+
+
+class _Frames:
+    """Exact reads over the stream's chunks."""
+
+    def __init__(self, stream: PrefetchStream) -> None:
+        self._stream = stream
+        self._buf = bytearray()
+
+    def some(self, n: int) -> bytes:
+        """Between 1 and ``n`` bytes; raises RemoteError at the end of the stream."""
+        if not self._buf:
+            data = self._stream.read(_CHUNK)
+            if not data:
+                raise RemoteError("prefetch stream cut short")
+            self._buf += data
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+    def exact(self, n: int) -> bytes:
+        out = self.some(n)
+        while len(out) < n:
+            out += self.some(n - len(out))
+        return out
+
+
+class _Payload:
+    """One frame's payload: read as chunks or as a file (for the zstd decoder), or skipped."""
+
+    def __init__(self, frames: _Frames, length: int) -> None:
+        self._frames = frames
+        self.left = length
+
+    def read(self, n: int = _CHUNK) -> bytes:
+        if self.left <= 0:
+            return b""
+        piece = self._frames.some(min(n if n > 0 else _CHUNK, self.left))
+        self.left -= len(piece)
+        return piece
+
+    def chunks(self) -> Iterator[bytes]:
+        while piece := self.read(_CHUNK):
+            yield piece
+
+    def skip(self) -> None:
+        for _ in self.chunks():
+            pass
+
+
+def _decoded(payload: _Payload, size: int) -> Iterator[bytes]:
+    """A zstd payload decoded; never more than ``size`` + 1 bytes (a bomb stops there)."""
+    import zstandard
+
+    reader = zstandard.ZstdDecompressor().stream_reader(payload, read_size=_CHUNK)  # type: ignore[arg-type]
+    left = size + 1
+    while left > 0:
+        chunk = reader.read(min(_CHUNK, left))
+        if not chunk:
+            break
+        left -= len(chunk)
+        yield chunk
+
+
+class Prefetch:
+    def __init__(self, l1: L1, remote: Remote, stats: Stats, settings: PrefetchSettings,
+                 key: Callable[[], CommandKey], say_once: Callable[[str, str], None]) -> None:
+        self.settings = settings
+        self._l1 = l1
+        self._remote = remote
+        self._stats = stats
+        self._key = key
+        self._say_once = say_once
+        self._lock = threading.Lock()
+        self._slots: dict[bytes, _Slot] = {}
+        self._asked: set[bytes] = set()  # asked by go before the manifest was known
+        self._known = False  # the manifest was read (or there is none): _asked is no longer kept
+        self._landed: dict[bytes, int] = {}  # in L1 by our hand, not yet asked for -> compute ms
+        self._stop = threading.Event()
+        self._stream: PrefetchStream | None = None
+        self._thread: threading.Thread | None = None
+        #: The manifest as the gate had it (None: none, or not read): close skips an unchanged one.
+        self.stored: Stored | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
+        self._thread.start()
+
+    # -- the protocol loop's side --------------------------------------------------------------
+
+    def claim(self, action_id: bytes) -> None:
+        """go asked for an entry L1 lacks: remember it, so the prefetch does not fetch it twice."""
+        with self._lock:
+            if not self._known and action_id not in self._slots:
+                self._asked.add(action_id)
+
+    def wait(self, action_id: bytes) -> str:
+        """ARRIVED (now in L1), ABSENT (the gate has none) or FETCH (ask the gate alone)."""
+        with self._lock:
+            slot = self._slots.get(action_id)
+        if slot is None:
+            return FETCH
+        if not slot.event.wait(self.settings.wait_seconds):
+            with self._lock:
+                slot.abandoned = not slot.event.is_set()
+                if slot.abandoned:
+                    return FETCH
+        return slot.state
+
+    def take(self, action_id: bytes) -> int | None:
+        """For an entry the prefetch landed: its compute ms, once (then it is no longer wasted)."""
+        with self._lock:
+            return self._landed.pop(action_id, None)
+
+    def close(self) -> None:
+        """Cancel what is still streaming and count what was landed for nothing."""
+        self._stop.set()
+        stream = self._stream
+        if stream is not None:
+            stream.abort()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        with self._lock:
+            wasted, self._landed = len(self._landed), {}
+        self._stats.add(prefetch_wasted=wasted)
+
+    # -- the prefetch thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._prefetch()
+        except (RemoteError, ManifestError) as exc:
+            if not self._stop.is_set():
+                self._say_once("prefetch", f"prefetch stopped ({exc}); fetching the rest one by one")
+        except Exception as exc:  # noqa: BLE001 - a bug here must never fail the build
+            self._say_once("prefetch", f"prefetch failed ({type(exc).__name__}: {exc})")
+        finally:
+            with self._lock:
+                self._known = True
+                self._asked.clear()
+                pending = [slot for slot in self._slots.values() if not slot.event.is_set()]
+            for slot in pending:
+                slot.event.set()  # state FETCH: go asks the gate itself
+
+    def _prefetch(self) -> None:
+        key = self._key()
+        data = self._remote.get_manifest(key.key)
+        if data is None:
+            return
+        self.stored = decode(data)
+        missing = [action_id for action_id in self.stored.ids if self._l1.get(action_id) is None]
+        with self._lock:
+            wanted = [a for a in missing if a not in self._asked and a not in self._slots]
+            for action_id in wanted:
+                self._slots[action_id] = _Slot()
+            self._known = True
+            self._asked.clear()
+        if not wanted or self._stop.is_set():
+            return
+        stream = self._remote.open_prefetch(b"".join(wanted))
+        self._stream = stream
+        if self._stop.is_set():
+            stream.abort()
+        ok = False
+        try:
+            ok = self._receive(_Frames(stream), stream)
+        finally:
+            stream.finish(ok)
+            self._stats.add(prefetch_bytes=stream.wire_bytes)
+
+    def _receive(self, frames: _Frames, stream: PrefetchStream) -> bool:
+        """Land every entry of the stream; True when it was read to its end."""
+        if frames.exact(len(MAGIC)) != MAGIC:
+            raise RemoteError("the gate's prefetch answer is not a prefetch stream")
+        deadline = time.monotonic() + self.settings.max_seconds
+        while True:
+            if self._stop.is_set():
+                return False
+            if stream.wire_bytes > self.settings.max_bytes or time.monotonic() > deadline:
+                self._say_once("prefetch-budget", "prefetch stopped at its byte or time budget")
+                return False
+            kind = frames.exact(1)
+            if kind == b"E":
+                self._entry(frames)
+            elif kind == b"M":
+                self._settle(frames.exact(32), ABSENT)
+            elif kind == b"S":
+                self._settle(frames.exact(32), FETCH)
+            elif kind == b"Z":
+                frames.exact(4)
+                return True
+            else:
+                raise RemoteError(f"unknown prefetch frame {kind!r}")
+
+    def _entry(self, frames: _Frames) -> None:
+        import zstandard
+
+        action_id, output_id, size, put_ms, compute_ms, encoding, length = ENTRY.unpack(frames.exact(ENTRY.size))
+        payload = _Payload(frames, length)
+        with self._lock:
+            slot = self._slots.get(action_id)
+        if slot is None or slot.abandoned:
+            payload.skip()  # not asked for, or a get is fetching it itself
+            return
+        put_time = datetime.fromtimestamp(put_ms / 1000, UTC)
+        try:
+            entry = land(self._l1, action_id, output_id, size, put_time,
+                         _decoded(payload, size) if encoding == 1 else payload.chunks())
+        except L1Error as exc:
+            payload.skip()
+            self._say_once("l1", f"local cache not writable ({exc}); remote hits cannot be used")
+            self._settle(action_id, FETCH)
+            return
+        except zstandard.ZstdError:
+            entry = None
+        payload.skip()  # what a decoder that stopped early left
+        if entry is None:
+            self._stats.add(corrupt=1)
+            self._say_once("corrupt", f"discarded a prefetched entry whose body does not match its digest "
+                                      f"(action {action_id.hex()[:16]}…)")
+            self._settle(action_id, FETCH)
+            return
+        self._stats.add(prefetched=1)
+        with self._lock:
+            self._landed[action_id] = max(compute_ms, 0)
+        self._settle(action_id, ARRIVED)
+
+    def _settle(self, action_id: bytes, state: str) -> None:
+        with self._lock:
+            slot = self._slots.get(action_id)
+        if slot is not None and not slot.event.is_set():
+            slot.state = state
+            slot.event.set()
