@@ -32,9 +32,10 @@ from .entries import EntryService
 from .errors import GateError
 from .lifecycle import Lifecycle
 from .metrics import GateMetrics, RequestMetricsMiddleware
-from .routers import cache, health, sessions
+from .routers import cache, health, manifests, sessions
 from .storage import make_storage
 from .storage.base import StorageError, StorageUnavailable
+from .storage.hot import with_hot_tier
 from .storage.metered import MeteredStorage
 
 __all__ = ["GateApp", "create_app", "error_response", "lifespan"]
@@ -60,7 +61,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     lifecycle: Lifecycle = app.state.lifecycle
     storage = MeteredStorage(make_storage(settings.storage), metrics.storage)
     authenticator = build_authenticator(settings.auth)
-    entries = EntryService(storage, settings.limits, settings.compression)
+    entries = EntryService(with_hot_tier(storage, settings.hot_tier, metrics.registry), settings.limits,
+                           settings.compression)
     app.state.gate = Gate(
         settings=settings, metrics=metrics, storage=storage, entries=entries, authenticator=authenticator
     )
@@ -120,6 +122,7 @@ def create_app(settings: Settings | None = None) -> GateApp:
         app.add_exception_handler(error, error_response)
     app.include_router(cache.router)
     app.include_router(sessions.router)
+    app.include_router(manifests.router)
     app.include_router(health.router)
     return app
 

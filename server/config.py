@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .auth.settings import AuthSettings
+from .storage.hot import HotTierSettings
 from .storage.settings import StorageSettings
 
 __all__ = [
@@ -70,6 +71,7 @@ class Settings(BaseModel):
     auth: AuthSettings | None = None  # None: the embedded default, every caller is an anonymous admin
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     compression: CompressionSettings = Field(default_factory=CompressionSettings)
+    hot_tier: HotTierSettings = Field(default_factory=HotTierSettings)
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
