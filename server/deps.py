@@ -9,10 +9,14 @@ Each alias is a single dependency that takes only the ``Request`` (the namespace
 path parameters): FastAPI's per-request cost grows with every declared parameter and nested
 dependency, about 15 µs each here. The hit path, a bare ASGI endpoint, calls ``read_access``
 directly: the same check, without the dependency machinery.
+
+Every refusal is logged with subject, role, namespace and reason (``server.auth`` logs how each
+token was judged); an allowed request is not, as the hit path cannot afford a log line.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -39,6 +43,8 @@ __all__ = [
     "write_access",
 ]
 
+log = logging.getLogger("gocachegate.auth")
+
 
 @dataclass(frozen=True)
 class Gate:
@@ -60,6 +66,13 @@ class Access:
     namespace: str
 
 
+def _forbidden(principal: Principal, namespace: str, reason: str) -> Forbidden:
+    log.info(
+        "forbidden: subject=%s role=%s namespace=%s: %s", principal.subject, principal.role.label, namespace, reason
+    )
+    return Forbidden(reason)
+
+
 async def _gate(request: Request) -> Gate:
     gate: Gate = request.app.state.gate
     return gate
@@ -76,7 +89,7 @@ async def read_access(request: Request) -> Access:
     principal = await gate.authenticator.authenticate(request.headers.get("authorization"))
     namespace = check_namespace(request.path_params["ns"])
     if not principal.can_read(namespace):
-        raise Forbidden(f"namespace {namespace} not granted")
+        raise _forbidden(principal, namespace, f"namespace {namespace} not granted")
     return Access(gate, principal, namespace)
 
 
@@ -86,16 +99,16 @@ async def write_access(request: Request) -> Access:
     principal = await gate.authenticator.authenticate(request.headers.get("authorization"))
     namespace = check_namespace(request.path_params["ns"])
     if principal.role < Role.WRITER:
-        raise Forbidden(f"role {principal.role.label} may not write")
+        raise _forbidden(principal, namespace, f"role {principal.role.label} may not write")
     if not principal.can_write(namespace):
-        raise Forbidden(f"namespace {namespace} not granted")
+        raise _forbidden(principal, namespace, f"namespace {namespace} not granted")
     return Access(gate, principal, namespace)
 
 
 async def _admin(request: Request) -> Principal:
     principal = await _principal(request)
     if not principal.is_admin:
-        raise Forbidden(f"role {principal.role.label} is not admin")
+        raise _forbidden(principal, "-", f"role {principal.role.label} is not admin")
     return principal
 
 

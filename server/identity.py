@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from fnmatch import translate
 
-__all__ = ["ANONYMOUS_ADMIN", "Principal", "Role"]
+__all__ = ["ANONYMOUS_ADMIN", "Principal", "Role", "compile_glob"]
 
 
 class Role(enum.IntEnum):
@@ -39,7 +39,7 @@ class Principal:
     source: str  # which authenticator vouched for it: "embedded", "static", an issuer URL
 
     def grants(self, namespace: str) -> bool:
-        return any(pattern == "*" or _glob(pattern).match(namespace) for pattern in self.namespaces)
+        return any(pattern == "*" or compile_glob(pattern).match(namespace) for pattern in self.namespaces)
 
     def can_read(self, namespace: str) -> bool:
         return self.grants(namespace)
@@ -53,8 +53,8 @@ class Principal:
 
 
 @functools.lru_cache(maxsize=1024)
-def _glob(pattern: str) -> re.Pattern[str]:
-    """fnmatch's case-sensitive glob, compiled once: this runs on every request."""
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """fnmatch's case-sensitive glob (namespaces, subjects), compiled once: this runs on every request."""
     return re.compile(translate(pattern))
 
 

@@ -4,9 +4,11 @@ The gate holds one ``Authenticator``, built from the config in the app's lifespa
 
 - no ``auth`` section: ``Anonymous`` (every caller is the embedded anonymous admin; the CLI only
   allows this on loopback);
-- an ``auth`` section: a ``TokenChain`` of ``TokenVerifier``s tried in order (static tokens now;
-  OIDC issuers plug in as one more verifier). A verifier answers None for a token that is not of
-  its kind, so the next one gets a look; it raises ``Unauthorized`` for one of its kind that fails.
+- an ``auth`` section: a ``TokenChain`` of ``TokenVerifier``s tried in order: static tokens
+  (``static``), then JWTs of the configured issuers (``oidc``, rights from ``rules``). A verifier
+  answers None for a token that is not of its kind, so the next one gets a look; it raises
+  ``Unauthorized`` for one of its kind that fails, ``Forbidden`` for a valid one that grants
+  nothing. No verifier vouching for a token is a 401 too: default deny.
 
 Only ``server.deps`` hands the header in; tokens are never logged.
 """
@@ -18,6 +20,8 @@ from typing import Protocol
 
 from ..errors import Unauthorized
 from ..identity import ANONYMOUS_ADMIN, Principal
+from .oidc import OIDCVerifier
+from .rules import Rules
 from .settings import AuthSettings
 from .static import StaticTokens
 
@@ -75,9 +79,12 @@ class TokenChain:
 
 
 def build_authenticator(settings: AuthSettings | None) -> Authenticator:
+    """The authenticator for these settings; reads key files now (raises OSError, ValueError)."""
     if settings is None:
         return Anonymous()
     verifiers: list[TokenVerifier] = []
     if settings.static_tokens:
         verifiers.append(StaticTokens(settings.static_tokens))
+    if settings.issuers:
+        verifiers.append(OIDCVerifier(settings.issuers, Rules(settings.rules)))
     return TokenChain(verifiers)
