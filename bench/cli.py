@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
-from . import builds, cost, peer, throughput, trivial
+from . import builds, cost, peer, prefetch, throughput, trivial
 from .report import machine, markdown, write_json
 from .runner import BenchFailure, Context, Row
 from .tools import ROOT, Tools
@@ -35,6 +35,7 @@ SCENARIOS: dict[str, Scenario] = {
     "throughput": throughput.throughput,
     "peer": peer.peer,
     "cost": cost.cost,
+    "prefetch": prefetch.prefetch,
 }
 
 OUT = ROOT / "bench" / "out"

@@ -1,0 +1,226 @@
+"""Scenario ``prefetch`` (issue 9): remote-warm builds with the streamed prefetch, beside the same
+builds without it, with 30 ms added to every storage call and with none.
+
+A store is filled the way CI fills it: a writer runs each step cold (entries and a manifest),
+then once more warm on a fresh L1 (the manifest now lists what a warm run asks for, as after any
+postsubmit). Timed runs are new pods: an empty L1, read-only (a presubmit), each step with its
+own manifest key (``GOCACHEGATE_MANIFEST_KEY=bench-<step>``). Repetitions are interleaved
+across the cases, so load from elsewhere on the machine falls on all of them alike.
+
+Rows and the issue's targets:
+
+- 30 ms per storage call (gcs on fake-gcs-server through ``bench.latency``): prefetch against
+  native cold, >= 8x faster; without prefetch beside it.
+- no added latency (local backend): prefetch against native warm (a warm GOCACHE), within 3x.
+- overhead, no added latency: a command without a manifest (a new key), and one whose manifest
+  is stale (half its ids replaced by entries of the other step, which exist but are not needed:
+  the prefetch downloads them for nothing, and the ids it lost are fetched one by one), each
+  against the same run without prefetch: at most 5% slower.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from collections.abc import Callable
+
+from cacheprog.manifest import decode, encode
+
+from .backends import Backends, Store
+from .builds import LATENCY_MS, helper_notes, native_cold
+from .gowork import Step, Workloads, cached_tests, gate_machine, native_machine, run_step
+from .runner import BenchFailure, Context, Row, Series, Target, compare, repeat
+from .tools import Tools
+
+__all__ = ["prefetch"]
+
+LATENCY_TARGET = Target(">=", 8.0)
+WARM_TARGET = Target("<=", 3.0)
+OVERHEAD_TARGET = Target("<=", 1.05)
+_NAMESPACE = "bench"
+_PREFETCH_KEYS = ("prefetched", "prefetch_hits", "prefetch_bytes", "prefetch_wasted")
+
+#: case -> the environment of its runs (``{step}`` and ``{i}`` filled in per run).
+_CASES: dict[str, dict[str, str]] = {
+    "prefetch": {},
+    "no prefetch": {"GOCACHEGATE_PREFETCH": "0"},
+    "no manifest": {"GOCACHEGATE_MANIFEST_KEY": "bench-new-{step}-{i}"},
+    "stale manifest": {"GOCACHEGATE_MANIFEST_KEY": "bench-stale-{step}"},
+}
+
+
+def _key(step: Step) -> str:
+    return f"bench-{step.key}"
+
+
+def _notes(stats: dict[str, int]) -> dict[str, object]:
+    notes = helper_notes(stats)
+    notes.update({key: stats[key] for key in _PREFETCH_KEYS if stats.get(key)})
+    return notes
+
+
+def _fill(ctx: Context, backends: Backends, store: Store, steps: list[Step]) -> None:
+    """Entries and manifests, as a postsubmit leaves them: each step cold, then once warm."""
+    for step in steps:
+        native_cold(ctx, step)  # the output every run is checked against
+    with backends.gate(store) as gate:
+        cold_root = ctx.scratch("prefetch-filler")
+        for step in steps:
+            run_step(ctx, gate_machine(cold_root, gate.url, GOCACHEGATE_MANIFEST_KEY=_key(step)), step)
+        ctx.discard(cold_root)
+        for step in steps:
+            warm_root = ctx.scratch("prefetch-settle")
+            run_step(ctx, gate_machine(warm_root, gate.url, GOCACHEGATE_MANIFEST_KEY=_key(step)), step)
+            ctx.discard(warm_root)
+        _write_stale_manifests(gate.url, steps)
+
+
+def _manifest_url(url: str, key: str) -> str:
+    return f"{url}/v1/ns/{_NAMESPACE}/manifests/{key}"
+
+
+def _write_stale_manifests(url: str, steps: list[Step]) -> None:
+    """``bench-stale-<step>``: every second id of the step's manifest swapped for one of another
+    step's entries that this step does not use (random ids once those run out)."""
+    ids: dict[str, list[bytes]] = {}
+    for step in steps:
+        try:
+            with urllib.request.urlopen(_manifest_url(url, _key(step)), timeout=30) as response:
+                ids[step.key] = decode(response.read()).ids
+        except OSError as exc:
+            raise BenchFailure(f"no manifest for {step.label} after filling: {exc}") from exc
+    for step in steps:
+        own = set(ids[step.key])
+        others = [a for key, found in ids.items() if key != step.key for a in found if a not in own]
+        stale = list(ids[step.key])
+        for n, i in enumerate(range(0, len(stale), 2)):
+            stale[i] = others[n] if n < len(others) else os.urandom(32)
+        request = urllib.request.Request(_manifest_url(url, f"bench-stale-{step.key}"), method="PUT",
+                                         data=encode(stale, f"bench: stale manifest of {step.label}"))
+        try:
+            urllib.request.urlopen(request, timeout=30).close()
+        except OSError as exc:
+            raise BenchFailure(f"cannot store the stale manifest of {step.label}: {exc}") from exc
+
+
+class _Cases:
+    """The timed cases of one step against one gate, filled one repetition at a time."""
+
+    def __init__(self, ctx: Context, step: Step, url: str, cases: tuple[str, ...]) -> None:
+        self.ctx, self.step, self.url, self.cases = ctx, step, url, cases
+        self.values: dict[str, list[float]] = {case: [] for case in cases}
+        self.notes: dict[str, dict[str, object]] = {case: {} for case in cases}
+
+    def run(self) -> None:
+        for i in range(self.ctx.reps):
+            for case in self.cases:
+                self.values[case].append(self._once(case, i))
+
+    def _once(self, case: str, i: int) -> float:
+        env = {"GOCACHEGATE_MANIFEST_KEY": _key(self.step), "GOCACHEGATE_READ_ONLY": "1"}
+        env.update({k: v.format(step=self.step.key, i=i) for k, v in _CASES[case].items()})
+        root = self.ctx.scratch(f"prefetch-{self.step.key}")
+        try:
+            run = run_step(self.ctx, gate_machine(root, self.url, _NAMESPACE, **env), self.step)
+        finally:
+            self.ctx.discard(root)
+        notes = self.notes[case]
+        notes.update(_notes(run.stats))
+        if self.step.key == "mod-test":
+            cached, tested = cached_tests(run)
+            notes["cached_tests"] = f"{cached}/{tested}"
+        return run.seconds
+
+    def series(self, case: str) -> Series:
+        return Series(tuple(self.values[case]), "s")
+
+
+def _native_warm(ctx: Context, step: Step) -> Series:
+    """``step`` on a native GOCACHE that already holds its entries (the first, untimed run fills it)."""
+
+    def measure() -> Series:
+        root = ctx.scratch(f"native-warm-{step.key}")
+        machine = native_machine(root)
+        run_step(ctx, machine, step)
+        try:
+            return repeat(ctx.reps, lambda _: run_step(ctx, machine, step).seconds)
+        finally:
+            ctx.discard(root)
+
+    return ctx.once(f"native-warm:{step.key}", measure)
+
+
+def _measured(step: Step, label: str, target: Target, make: Callable[[], list[Row]]) -> list[Row]:
+    """``make()``, or a row saying why the step could not be measured (its target counts as missed)."""
+    try:
+        return make()
+    except BenchFailure as exc:
+        return [Row("prefetch", f"{step.label}: {label}", target=target, error=str(exc))]
+
+
+def _latency_rows(ctx: Context, backends: Backends, steps: list[Step]) -> list[Row]:
+    label = f"gate gcs +{LATENCY_MS:g} ms per storage call"
+    store = backends.store("gcs")
+    store = Store(store.kind, {**store.storage, "threads": 64}, store.bucket)  # as many reads as the prefetch asks
+    _fill(ctx, backends, store, steps)
+    rows: list[Row] = []
+    with backends.gate(store, LATENCY_MS) as gate:
+        for step in steps:
+            def measure(step: Step = step) -> list[Row]:
+                cases = _Cases(ctx, step, gate.url, ("prefetch", "no prefetch"))
+                cases.run()
+                reference = native_cold(ctx, step)
+                with_, without = cases.series("prefetch"), cases.series("no prefetch")
+                return [
+                    compare("prefetch", f"{step.label}: {label}, prefetch", with_, "native cold", reference,
+                            "speedup", LATENCY_TARGET, **cases.notes["prefetch"]),
+                    compare("prefetch", f"{step.label}: {label}, no prefetch", without, "native cold", reference,
+                            "speedup", None, **cases.notes["no prefetch"]),
+                    compare("prefetch", f"{step.label}: {label}, prefetch against none", with_, "no prefetch",
+                            without, "speedup"),
+                ]
+
+            rows += _measured(step, label, LATENCY_TARGET, measure)
+    backends.discard(store)
+    return rows
+
+
+def _local_rows(ctx: Context, backends: Backends, steps: list[Step]) -> list[Row]:
+    label = "gate local"
+    store = backends.store("local")
+    _fill(ctx, backends, store, steps)
+    rows: list[Row] = []
+    with backends.gate(store) as gate:
+        for step in steps:
+            def measure(step: Step = step) -> list[Row]:
+                cases = _Cases(ctx, step, gate.url, tuple(_CASES))
+                cases.run()
+                without = cases.series("no prefetch")
+                return [
+                    compare("prefetch", f"{step.label}: {label}, prefetch", cases.series("prefetch"), "native warm",
+                            _native_warm(ctx, step), "time", WARM_TARGET, **cases.notes["prefetch"]),
+                    compare("prefetch", f"{step.label}: {label}, no prefetch", without, "native warm",
+                            _native_warm(ctx, step), "time", None, **cases.notes["no prefetch"]),
+                    compare("prefetch", f"{step.label}: {label}, no manifest (overhead)", cases.series("no manifest"),
+                            "no prefetch", without, "time", OVERHEAD_TARGET, **cases.notes["no manifest"]),
+                    compare("prefetch", f"{step.label}: {label}, stale manifest (overhead)",
+                            cases.series("stale manifest"), "no prefetch", without, "time", OVERHEAD_TARGET,
+                            **cases.notes["stale manifest"]),
+                ]
+
+            rows += _measured(step, label, WARM_TARGET, measure)
+    backends.discard(store)
+    return rows
+
+
+def prefetch(ctx: Context, tools: Tools) -> list[Row]:
+    work = Workloads(ctx)
+    steps = [work.module_build(), work.module_test()] if ctx.quick else [work.std(), work.module_test()]
+    rows: list[Row] = []
+    with Backends(ctx, tools) as backends:
+        for make in (_latency_rows, _local_rows):
+            try:
+                rows += make(ctx, backends, steps)
+            except BenchFailure as exc:
+                rows.append(Row("prefetch", f"({make.__name__.strip('_').replace('_', ' ')})", error=str(exc)))
+    return rows

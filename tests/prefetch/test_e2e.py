@@ -1,0 +1,184 @@
+"""The real go command, the helper and a real gate, on both backends: manifests written by writers
+only, a fresh machine served by the prefetch, and a missing manifest, a stale one, a gate that dies
+mid-stream and a corrupt entry in the stream, each leaving the build correct."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from cacheprog.manifest import decode
+from tests.emulator import start_emulator
+from tests.gate.conftest import token_config
+from tests.gatefixture import GateProcess, start_gate
+from tests.gohelpers import GoRun, Machine, write_module
+from tests.prefetch.cutproxy import cutting_proxy
+
+pytestmark = pytest.mark.go
+
+NS = "team.repo"
+TOKENS = token_config(
+    ("reader-token", "ci:presubmit", "reader", ["team.*"]),
+    ("writer-token", "ci:postsubmit", "writer", ["team.*"]),
+)
+
+
+class Setup:
+    """A gate on one backend, filled by a writer's cold build of the sample repository."""
+
+    def __init__(self, backend: str, gate: GateProcess, tmp: Path, keys: Callable[[], list[str]]) -> None:
+        self.backend = backend
+        self.gate = gate
+        self.tmp = tmp
+        self.keys = keys  # the manifest keys stored in the namespace, from the backend's own listing
+        self.repo = tmp / "ci" / "job1" / "repo"
+        self.count = 0
+
+    def checkout(self, name: str) -> Path:
+        """A clone of the repository at a path of its own, as another CI job has it."""
+        clone = self.tmp / "ci" / name / "src" / "repo"
+        shutil.copytree(self.repo, clone)
+        return clone
+
+    def machine(self, token: str, **env: str) -> Machine:
+        self.count += 1
+        return Machine(self.tmp / f"machine{self.count}", self.gate.url, GOCACHEGATE_NAMESPACE=NS,
+                       GOCACHEGATE_TOKEN=token, **env)
+
+    def build(self, machine: Machine, repo: Path | None = None) -> GoRun:
+        """``go build -trimpath``: without it the checkout's path is in every action id of the module."""
+        return machine.go("build", "-trimpath", "-o", str(machine.root / "app"), ".",
+                          cwd=(repo or self.repo) / "app").check()
+
+    def manifests(self) -> dict[str, bytes]:
+        """Every manifest of the namespace, read through the API as a reader."""
+        out = {}
+        for key in self.keys():
+            request = urllib.request.Request(f"{self.gate.url}/v1/ns/{NS}/manifests/{key}",
+                                             headers={"Authorization": "Bearer reader-token"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                out[key] = response.read()
+        return out
+
+    def requests(self, route: str, code: int) -> float:
+        with urllib.request.urlopen(f"{self.gate.url}/metrics", timeout=10) as response:
+            lines = response.read().decode().splitlines()
+        series = f'gocachegate_requests_total{{code="{code}",route="{route}"}}'
+        return sum(float(line.split()[-1]) for line in lines if line.startswith(series))
+
+
+def _sha(path: Path) -> bytes:
+    return hashlib.sha256(path.read_bytes()).digest()
+
+
+@pytest.fixture(scope="module", params=["local", "gcs"])
+def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    tmp = tmp_path_factory.mktemp(f"prefetch-{request.param}")
+    with ExitStack() as stack:
+        config: dict[str, object] = dict(TOKENS)
+        env = None
+        if request.param == "gcs":
+            request.applymarker(pytest.mark.gcs)
+            emulator = stack.enter_context(start_emulator())
+            config["storage"] = {"backend": "gcs", "bucket": emulator.bucket}
+            env = emulator.env()
+        gate = stack.enter_context(start_gate(tmp / "gate", config, env=env))
+        if request.param == "gcs":
+            prefix = f"manifests/{NS}/"
+            setup = Setup("gcs", gate, tmp, lambda: [n.removeprefix(prefix) for n in emulator.object_names(prefix)])
+        else:
+            root = gate.storage_path / "manifests" / NS
+            setup = Setup("local", gate, tmp, lambda: sorted(p.name for p in root.iterdir()) if root.is_dir() else [])
+        write_module(setup.repo / "app", packages=4)
+        (setup.repo / ".git").mkdir()
+        cold = setup.build(setup.machine("writer-token"))
+        assert cold.stats["manifests_sent"] == 1 and cold.stats["prefetched"] == 0, cold.stats
+        assert cold.stats["uploads"] == cold.stats["puts"], cold.stats
+        yield setup
+
+
+def test_a_reader_in_another_checkout_is_served_by_the_prefetch(setup: Setup) -> None:
+    before = setup.manifests()
+    assert len(before) == 1
+    (ids,) = (decode(data).ids for data in before.values())
+    stored = setup.requests("put_manifest", 204)
+    assert stored == 1  # the writer's
+
+    reader = setup.machine("reader-token")
+    run = setup.build(reader, setup.checkout("job2"))
+    s = run.stats
+    assert s["prefetched"] > 0 and s["prefetch_bytes"] > 0 and s["corrupt"] == 0 and s["remote_errors"] == 0, s
+    assert s["local_hits"] == 0 and s["remote_hits"] >= 0.9 * s["gets"], s
+    assert s["prefetch_hits"] >= 0.9 * s["remote_hits"], s  # the build's gets came from the stream
+    assert s["prefetched"] == s["prefetch_hits"] + s["prefetch_wasted"] <= len(ids), s
+    assert _sha(reader.root / "app") == _sha(setup.tmp / "machine1" / "app")
+    # The reader's ids differ (a warm build asks for other ids than a cold one), but a reader's
+    # manifest is never stored (its upload was refused, so it did not even try): the writer's stays.
+    assert s["manifests_sent"] == 0
+    assert setup.requests("put_manifest", 204) == stored
+    assert setup.manifests() == before
+
+
+def test_without_a_manifest_the_build_goes_the_normal_way(setup: Setup) -> None:
+    reader = setup.machine("reader-token", GOCACHEGATE_MANIFEST_KEY="never-written")
+    s = setup.build(reader).stats
+    assert s["prefetched"] == 0 and s["prefetch_bytes"] == 0, s
+    assert s["remote_hits"] >= 0.9 * s["gets"] and s["prefetch_hits"] == 0, s
+
+
+def test_a_stale_manifest_still_builds_the_new_code(setup: Setup) -> None:
+    clone = setup.checkout("job3")
+    lib = clone / "app" / "lib0" / "lib0.go"
+    lib.write_text(lib.read_text().replace('"!"', '"?"'))
+    reader = setup.machine("reader-token")
+    s = setup.build(reader, clone).stats
+    assert s["prefetched"] > 0 and s["prefetch_wasted"] > 0 and s["misses"] > 0, s  # lib0 and main changed
+    out = subprocess.run([str(reader.root / "app")], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[0] == "HELLO?"
+
+
+@pytest.fixture
+def local_only(setup: Setup) -> Setup:
+    if setup.backend != "local":
+        pytest.skip("edits the gate's storage files: local backend only")
+    return setup
+
+
+def test_a_corrupt_entry_in_the_stream_is_rejected_and_counted(local_only: Setup) -> None:
+    setup = local_only
+    (data,) = setup.manifests().values()
+    for action in decode(data).ids:
+        path = setup.gate.storage_path / "ac" / NS / action.hex()[:2] / action.hex()
+        blob = path.read_bytes()
+        if b'"encoding":"identity"' in blob and len(blob) > 300:
+            path.write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))  # the payload's last byte: same size
+            break
+    else:
+        pytest.fail("no plain entry in the manifest to corrupt")
+    reader = setup.machine("reader-token")
+    s = setup.build(reader).stats
+    assert s["corrupt"] >= 1 and s["prefetched"] > 0, s
+    assert _sha(reader.root / "app") == _sha(setup.tmp / "machine1" / "app")
+
+
+def test_a_gate_killed_mid_prefetch_leaves_the_build_succeeding(local_only: Setup, tmp_path: Path) -> None:
+    setup = local_only
+    # A second gate on the same storage, killed after a few KB of its prefetch answer.
+    config = json.loads(json.dumps(TOKENS))
+    config["storage"] = {"backend": "local", "path": str(setup.gate.storage_path), "fsync": False}
+    with start_gate(tmp_path / "gate", config) as doomed, cutting_proxy(doomed.port, doomed.proc, 20_000) as url:
+        reader = Machine(tmp_path / "m", url, GOCACHEGATE_NAMESPACE=NS, GOCACHEGATE_TOKEN="reader-token")
+        run = reader.go("build", "-trimpath", "-o", str(reader.root / "app"), ".", cwd=setup.repo / "app").check()
+        assert doomed.proc.wait(timeout=10) < 0  # killed
+    s = run.stats
+    assert 0 < s["prefetch_bytes"] < 40_000, s
+    assert s["gets"] == s["hits"] + s["misses"] and s["misses"] > 0, s
+    assert _sha(reader.root / "app") == _sha(setup.tmp / "machine1" / "app")
