@@ -32,11 +32,12 @@ from .entries import EntryService
 from .errors import GateError
 from .lifecycle import Lifecycle
 from .metrics import GateMetrics, RequestMetricsMiddleware
-from .routers import cache, health, manifests, sessions
+from .routers import admin, cache, health, manifests, sessions
 from .storage import make_storage
 from .storage.base import StorageError, StorageUnavailable
 from .storage.hot import with_hot_tier
 from .storage.metered import MeteredStorage
+from .usage.ledger import UsageLedger
 
 __all__ = ["GateApp", "create_app", "error_response", "lifespan"]
 
@@ -59,19 +60,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics: GateMetrics = app.state.metrics
     lifecycle: Lifecycle = app.state.lifecycle
-    storage = MeteredStorage(make_storage(settings.storage), metrics.storage)
+    usage = app.state.usage = UsageLedger(settings.usage)
+    storage = MeteredStorage(usage.attribute(make_storage(settings.storage)), metrics.storage)
     authenticator = build_authenticator(settings.auth)
     entries = EntryService(with_hot_tier(storage, settings.hot_tier, metrics.registry), settings.limits,
                            settings.compression)
     app.state.gate = Gate(
         settings=settings, metrics=metrics, storage=storage, entries=entries, authenticator=authenticator
     )
+    await usage.start(storage)
     lifecycle.started = True
     try:
         yield
     finally:
         lifecycle.draining = True
         await entries.aclose()
+        await usage.aclose()
         await authenticator.aclose()
         await storage.aclose()
 
@@ -124,6 +128,7 @@ def create_app(settings: Settings | None = None) -> GateApp:
     app.include_router(sessions.router)
     app.include_router(manifests.router)
     app.include_router(health.router)
+    app.include_router(admin.router)
     return app
 
 

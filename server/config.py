@@ -15,8 +15,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .auth.settings import AuthSettings
+from .cost.prices import PriceSettings
 from .storage.hot import HotTierSettings
 from .storage.settings import StorageSettings
+from .usage.settings import UsageSettings
 
 __all__ = [
     "CONFIG_ENV",
@@ -72,6 +74,8 @@ class Settings(BaseModel):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     compression: CompressionSettings = Field(default_factory=CompressionSettings)
     hot_tier: HotTierSettings = Field(default_factory=HotTierSettings)
+    usage: UsageSettings = Field(default_factory=UsageSettings)
+    prices: PriceSettings = Field(default_factory=PriceSettings)
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:

@@ -22,6 +22,7 @@ from ..deps import NamespaceWriter, read_access
 from ..entries import CorruptEntry, Hit, Upload
 from ..errors import BadRequest, GateError, NotFound
 from ..names import check_hex_id
+from ..usage.hooks import count_get, count_put
 
 __all__ = ["HIT_PATH", "get_entry", "router"]
 
@@ -107,7 +108,9 @@ async def get_entry(request: Request) -> Response:
     except CorruptEntry:
         metrics.corrupt(ns).inc()
         metrics.misses(ns).inc()
+        count_get(request, access, None)
         raise
+    count_get(request, access, hit)
     if hit is None:
         metrics.misses(ns).inc()
         raise NotFound("no such entry")
@@ -131,10 +134,13 @@ async def put_entry(request: Request, access: NamespaceWriter) -> Response:
         result = await gate.entries.put(ns, action, upload, request.stream(), principal.subject)
     except ClientDisconnect as exc:
         metrics.puts(ns, "rejected").inc()
+        count_put(request, access, None)
         raise BadRequest("client disconnected before the body was complete") from exc
     except GateError:
         metrics.puts(ns, "rejected").inc()
+        count_put(request, access, None)
         raise
+    count_put(request, access, result)
     metrics.bytes_received(ns).inc(result.received)
     if not result.created:
         metrics.puts(ns, "present").inc()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from ..deps import CurrentPrincipal, NamespaceReader
 from ..sessions import SessionReport, record_session
+from ..usage.hooks import count_session
 
 __all__ = ["router"]
 
@@ -18,6 +19,7 @@ async def whoami(principal: CurrentPrincipal) -> dict[str, object]:
 
 
 @router.post("/v1/ns/{ns:path}/sessions", name="post_session", status_code=202)
-async def post_session(report: SessionReport, access: NamespaceReader) -> dict[str, str]:
+async def post_session(request: Request, report: SessionReport, access: NamespaceReader) -> dict[str, str]:
     record_session(access.gate.metrics, access.namespace, access.principal, report)
+    count_session(request, access, report)
     return {"status": "accepted"}

@@ -1,0 +1,84 @@
+"""The calls the cache and session routes make into the ledger: one per answered request.
+
+Each finds the ledger on the app, adds the request's outcome to its row, and charges the storage
+operations the request made (see ``attribution``) to the same row. Job labels come from the headers
+the helper sends with every request (``X-Gocachegate-Job``, ``X-Gocachegate-Job-Type``) or from the
+session report; they label usage only, rights never depend on them.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from ..deps import Access
+from ..entries import Hit, PutResult
+from ..sessions import SessionReport
+from .attribution import bind_current
+from .counters import SESSION_FIELDS, Dims
+from .ledger import UsageLedger
+
+__all__ = ["JOB_HEADER", "JOB_TYPE_HEADER", "count_get", "count_put", "count_session"]
+
+JOB_HEADER = "x-gocachegate-job"
+JOB_TYPE_HEADER = "x-gocachegate-job-type"
+_LABEL_MAX = 128
+
+
+def _label(value: str | None) -> str:
+    return "" if value is None else value.strip()[:_LABEL_MAX]
+
+
+def _dims(access: Access, job: str | None, job_type: str | None) -> Dims:
+    return Dims(access.namespace, access.principal.subject, _label(job), _label(job_type))
+
+
+def count_get(request: Request, access: Access, hit: Hit | None) -> None:
+    """A get answered: ``hit`` sent, or None for a miss (corrupt entries included)."""
+    ledger: UsageLedger = request.app.state.usage
+    if not ledger.enabled:
+        return
+    headers = request.headers
+    dims = _dims(access, headers.get(JOB_HEADER), headers.get(JOB_TYPE_HEADER))
+    counts = ledger.row(dims)
+    counts.requests += 1
+    if hit is None:
+        counts.misses += 1
+    else:
+        counts.hits += 1
+        counts.bytes_out += hit.length
+        counts.compute_ms_saved += hit.header.compute_ms or 0
+    bind_current(dims)
+
+
+def count_put(request: Request, access: Access, result: PutResult | None) -> None:
+    """A put answered: stored, already present, or refused (None)."""
+    ledger: UsageLedger = request.app.state.usage
+    if not ledger.enabled:
+        return
+    headers = request.headers
+    dims = _dims(access, headers.get(JOB_HEADER), headers.get(JOB_TYPE_HEADER))
+    counts = ledger.row(dims)
+    counts.requests += 1
+    if result is None:
+        counts.puts_rejected += 1
+    elif result.created:
+        counts.puts_new += 1
+    else:
+        counts.puts_present += 1
+    if result is not None:
+        counts.bytes_in += result.received
+    bind_current(dims)
+
+
+def count_session(request: Request, access: Access, report: SessionReport) -> None:
+    """A helper's report of one go invocation."""
+    ledger: UsageLedger = request.app.state.usage
+    if not ledger.enabled:
+        return
+    headers = request.headers
+    dims = _dims(access, report.job_name or headers.get(JOB_HEADER), report.job_type or headers.get(JOB_TYPE_HEADER))
+    counts = ledger.row(dims)
+    counts.sessions += 1
+    for name in SESSION_FIELDS:
+        field = f"session_{name}"
+        setattr(counts, field, getattr(counts, field) + getattr(report, name))
