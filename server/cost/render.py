@@ -4,6 +4,7 @@ people and pull-request comments)."""
 from __future__ import annotations
 
 import csv
+import html
 import io
 
 from ..units import hours, human_bytes, money, percent, times
@@ -32,8 +33,8 @@ def to_csv(report: CostReport) -> str:
 
 
 def _cell(text: str) -> str:
-    """Markdown table cell: pipes escaped, no line breaks."""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """A Markdown table cell: no line breaks, pipes escaped, and no HTML (labels come from requests)."""
+    return html.escape(text.replace("\\", "\\\\"), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
 def _md_row(row: CostRow, by_job: bool, bold: bool = False) -> str:
