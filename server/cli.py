@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
+from . import admin_cli
 from .config import ConfigError, Settings, load_settings
 
 __all__ = ["listen_problem", "main"]
@@ -121,6 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file and summarize it")
     check.add_argument("file")
     check.set_defaults(run=_check_config)
+
+    admin_cli.add_parser(commands)
     return parser
 
 
