@@ -15,7 +15,9 @@ from tests.gohelpers import helper_binary
 
 class Helper:
     def __init__(self, l1: Path, *args: str, **env: str) -> None:
-        full_env = {"PATH": os.environ["PATH"], "HOME": str(l1.parent), "GOCACHEGATE_DIR": str(l1), **env}
+        # No prefetch unless a test asks: its background manifest request would change the scripted sequences.
+        full_env = {"PATH": os.environ["PATH"], "HOME": str(l1.parent), "GOCACHEGATE_DIR": str(l1),
+                    "GOCACHEGATE_PREFETCH": "0", **env}
         self.proc = subprocess.Popen(
             [helper_binary(), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, env=full_env,
