@@ -98,6 +98,10 @@ def _parse(document: Any, where: str) -> dict[str | None, SigningKey]:
     return keys
 
 
+def _jwks(keys: Mapping[str | None, SigningKey]) -> dict[str | None, dict[str, Any]]:
+    return {kid: key.jwk for kid, key in keys.items()}
+
+
 class KeySource(Protocol):
     """Where an issuer's JWK set comes from. ``fetch`` raises ValueError or OSError."""
 
@@ -194,19 +198,17 @@ class KeySet:
         self.source = source
         self.refresh_interval = refresh_interval
         self.max_age = max_age
-        self.fetches = 0  # attempts, for tests and logs
         self.generation = 0  # bumped whenever the keys change: decisions taken with older keys expire
         self._keys: dict[str | None, SigningKey] | None = None
         self._loaded_at = 0.0
         self._tried_at: float | None = None
         self._lock = asyncio.Lock()
         if isinstance(source, FileKeys):  # at start: a bad file stops the gate (ValueError, OSError)
-            self._install(_parse(source.read(), str(source.path)), time.monotonic())
+            self._tried_at = time.monotonic()
+            self._install(_parse(source.read(), str(source.path)), self._tried_at)
 
     def _install(self, keys: dict[str | None, SigningKey], now: float) -> None:
-        if self._keys is None or keys.keys() != self._keys.keys() or any(
-            keys[k].jwk != self._keys[k].jwk for k in keys
-        ):
+        if self._keys is None or _jwks(keys) != _jwks(self._keys):
             self.generation += 1
         self._keys, self._loaded_at = keys, now
 
@@ -246,7 +248,6 @@ class KeySet:
 
     async def _refetch(self, now: float) -> None:
         self._tried_at = now
-        self.fetches += 1
         try:
             keys = _parse(await self.source.fetch(), self.source.description)
         except (OSError, ValueError) as exc:

@@ -7,7 +7,8 @@ its request the way Google documents it, and answering with ID tokens signed by 
   the metadata server's ping, the pod's service account and its identity endpoint
   (google.auth.compute_engine), found through ``GCE_METADATA_IP`` and ``GCE_METADATA_HOST``.
 - ``POST /v1/token`` and ``POST /v1/projects/-/serviceAccounts/EMAIL:generateIdToken``: Google's STS
-  (the Kubernetes token of an ``external_account`` file for a federated token) and the IAM
+  (the Kubernetes token of an ``external_account`` file for a federated token; the deploy tests'
+  stand-in, ``tests.deploy.standins.GoogleIdentity``) and the IAM
   Credentials API (that token for an ID token of the service account). google-auth calls the latter
   at ``https://iamcredentials.googleapis.com`` whatever the file says, so ``TlsInterceptor`` is an
   HTTPS proxy on loopback that presents a certificate for that name from a test CA (trusted through
@@ -19,14 +20,13 @@ from __future__ import annotations
 import datetime
 import http.client
 import json
-import secrets
 import ssl
 import threading
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.auth.issuer import GOOGLE, Issuer, google_claims
+from tests.deploy.standins import GoogleIdentity, serve
 
 __all__ = ["GoogleStandIn", "TlsInterceptor", "service_account_key", "wif_credentials"]
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 #: The audience of a key's assertion, whatever its token_uri (google.oauth2.service_account).
 OAUTH2_TOKEN_ENDPOINT = "https://oauth2.googleapis.com/token"
 _CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
@@ -60,8 +60,12 @@ class GoogleStandIn:
     calls: dict[str, int] = field(default_factory=dict)
     audiences: list[str] = field(default_factory=list)
     url: str = ""
-    _federated: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _sts: GoogleIdentity = field(init=False)
+
+    def __post_init__(self) -> None:
+        key = self.subject_issuer.keys["k1"]
+        self._sts = GoogleIdentity(self.subject_issuer.name, key.public_key(), self.pool_audience)
 
     def _count(self, what: str, audience: str | None = None) -> None:
         with self._lock:
@@ -95,25 +99,16 @@ class GoogleStandIn:
         return 200, self.id_token(query["audience"])
 
     def sts(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        if form.get("grant_type") != TOKEN_EXCHANGE or form.get("audience") != self.pool_audience:
-            return 400, {"error": "invalid_request"}
-        try:
-            jwt.decode(form.get("subject_token", ""), self.subject_issuer.keys["k1"].public_key(),
-                       algorithms=["RS256"], audience=self.pool_audience, issuer=self.subject_issuer.name)
-        except jwt.PyJWTError as exc:
-            return 400, {"error": "invalid_grant", "error_description": str(exc)}
-        federated = "sts-" + secrets.token_urlsafe(16)
-        with self._lock:
-            self._federated.add(federated)
-        self._count("sts")
-        return 200, {"access_token": federated, "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
-                     "token_type": "Bearer", "expires_in": 3600}
+        status, answer = self._sts.sts(form)
+        if status == 200:
+            self._count("sts")
+        return status, answer
 
     def generate_id_token(self, path: str, authorization: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         account = urllib.parse.unquote(path.rpartition("/serviceAccounts/")[2].removesuffix(":generateIdToken"))
-        with self._lock:
-            known = authorization.removeprefix("Bearer ") in self._federated
-        if not known:
+        try:
+            self._sts.subject_of(authorization.removeprefix("Bearer "))
+        except KeyError:
             return 401, {"error": {"code": 401, "status": "UNAUTHENTICATED"}}
         if account != self.email or not body.get("audience"):
             return 403, {"error": {"code": 403, "status": "PERMISSION_DENIED"}}
@@ -177,18 +172,6 @@ class _Quiet(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-
-
-@contextmanager
-def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="google-standin", daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, signer: ec.EllipticCurvePrivateKey,

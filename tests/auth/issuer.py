@@ -18,13 +18,15 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from tests.deploy.standins import serve
 
 __all__ = [
     "AUDIENCE",
@@ -210,14 +212,9 @@ class KeyServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-        thread = threading.Thread(target=httpd.serve_forever, name="keyserver", daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            release.set()
-            httpd.shutdown()
-            httpd.server_close()
+        with serve(Handler) as url:
+            self.url = url
+            try:
+                yield self
+            finally:
+                release.set()

@@ -152,3 +152,23 @@ def test_the_design_example_config_works(tmp_path: Path) -> None:
         assert whoami(postsubmit) == {"subject": "system:serviceaccount:test-pods:postsubmit-cache",
                                       "role": "writer", "namespaces": ["gardener.*"]}
         assert whoami(admin)["role"] == "admin"
+
+
+def test_a_jwks_file_is_read_again_for_a_new_key(tmp_path: Path) -> None:
+    """An air-gapped cluster's keys in a ConfigMap: the cluster rotates, the file changes, tokens of the
+    new key get in once the refresh interval since the last read has passed."""
+    prow = Issuer("https://prow.example/issuer")
+    jwks = prow.write_jwks(tmp_path / "jwks.json")
+    config = {"auth": {
+        "issuers": [{"issuer": prow.name, "audiences": [AUDIENCE], "jwks_file": str(jwks),
+                     "jwks_refresh_interval_seconds": 0.5}],
+        "rules": [{"subject": "system:serviceaccount:test-pods:*", "role": "reader"}],
+    }}
+    with start_gate(tmp_path / "gate", config) as gate:
+        prow.add_key("k2", "ec")
+        token = prow.sign(k8s_claims(prow.name, "job"), kid="k2")
+        time.sleep(0.5)
+        assert get(gate.url, token).status_code == 401  # not in the file yet
+        prow.write_jwks(jwks)
+        time.sleep(0.5)
+        assert get(gate.url, token).status_code == 404
