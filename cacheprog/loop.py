@@ -7,6 +7,7 @@ The loop knows the wire and the cache's three calls, nothing of HTTP.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from functools import partial
@@ -87,6 +88,9 @@ def serve(cache: Cache, stdin: BinaryIO, stdout_fd: int) -> None:
         elif request.command == "put":
             if len(request.action_id) != 32 or len(request.output_id) != 32:
                 writer.send(Response(request.id, err="put without ActionID and OutputID"))
+                continue
+            if hashlib.sha256(body).digest() != request.output_id:  # L1 names bodies by their digest
+                writer.send(Response(request.id, err="put: OutputID is not the SHA-256 of the body"))
                 continue
             try:
                 entry = cache.put(request.action_id, request.output_id, body)
