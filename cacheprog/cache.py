@@ -4,7 +4,10 @@ Promises kept here (DESIGN.md, "Rules the helper never breaks"): a remote failur
 a miss or a dropped upload, never an error to go; a remote body reaches go only after its SHA-256
 matched the output id; a put is answered once the body is on local disk and uploaded in the
 background; close waits for uploads at most ``flush_timeout`` seconds; a read-only run, or one the
-gate refused an upload, never uploads again. With a prefetch (``prefetch.py``), a get for an entry
+gate refused an upload, never uploads again. When L1 cannot be written (a full disk, a read-only
+directory), the rest of the go command keeps its entries in a private scratch directory removed
+at close: go gets every answer it would get from a working cache, only nothing is kept for the
+next command (go itself fails a build on some put errors). With a prefetch (``prefetch.py``), a get for an entry
 on its way waits for it; at close a writer sends the manifest of what this command used.
 """
 
@@ -12,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +28,7 @@ from .config import Config
 from .l1 import L1, L1Entry, L1Error
 from .manifest import CommandKey, Recorder, command_key, encode
 from .prefetch import ABSENT, ARRIVED, FETCH, Prefetch, PrefetchSettings, land
-from .remote import Refused, Remote, RemoteError, RemoteUnavailable
+from .remote import CorruptBody, Refused, Remote, RemoteError, RemoteUnavailable
 from .stats import Stats
 from .workers import Workers
 
@@ -52,6 +57,7 @@ class Cache:
         self._uploads = Workers("upload", _UPLOAD_THREADS)
         self._upload = remote is not None and not cfg.read_only
         self._started = time.monotonic()
+        self._scratch: L1 | None = None  # where entries go once L1 cannot be written
         self.recorder = Recorder()  # what go used: the manifest a writer sends at close
         self._key: CommandKey | None = None
         self.prefetch: Prefetch | None = None
@@ -143,12 +149,26 @@ class Cache:
             return None
         if download is None:
             return None
+        store = self._writable()
         try:
-            entry = land(self.l1, action_id, download.output_id, download.size, download.put_time,
+            entry = land(store, action_id, download.output_id, download.size, download.put_time,
                          download.chunks())
         except L1Error as exc:
             download.finish(ok=False)
-            self.say_once("l1", f"local cache not writable ({exc}); remote hits cannot be used")
+            self._store_failed(store, exc)
+            return None
+        except CorruptBody as exc:
+            download.finish(ok=False)
+            self.stats.add(corrupt=1, bytes_downloaded=download.wire_bytes)
+            self.say_once("corrupt", f"discarded a remote entry that is not what it claims ({exc}; "
+                                     f"action {action_id.hex()[:16]}…)")
+            return None
+        except RemoteError as exc:  # the connection broke or stalled while the body came
+            download.finish(ok=False)
+            self.stats.add(remote_errors=1, bytes_downloaded=download.wire_bytes)
+            self.remote.failed(exc)
+            self._remote_failed(exc)
+            self.say_once("body", f"a remote body failed to arrive whole ({exc})")
             return None
         except Exception as exc:  # noqa: BLE001 - wire, decoder or disk: any of them makes this a miss
             download.finish(ok=False)
@@ -167,9 +187,45 @@ class Cache:
 
     # -- put ---------------------------------------------------------------------------------------
 
+    def _writable(self) -> L1:
+        return self._scratch or self.l1
+
+    def _store_failed(self, store: L1, exc: L1Error) -> L1 | None:
+        """After a failed write into ``store``: the scratch directory to use from now on, or None."""
+        problem = ""
+        with self._lock:
+            if store is not self.l1:
+                fallback, problem = None, f"scratch directory not writable either ({exc})"
+            elif self._scratch is not None:
+                return self._scratch
+            else:
+                try:
+                    fallback = self._scratch = L1(tempfile.mkdtemp(prefix="gocacheprog-scratch-"), self.l1.max_bytes)
+                except OSError as mkdtemp_exc:
+                    fallback, problem = None, f"local cache not writable ({exc}), nor a scratch directory " \
+                                              f"({mkdtemp_exc.strerror})"
+        if fallback is None:
+            self.say_once("scratch", f"{problem}: puts fail, as go's own cache does on a full disk")
+        else:
+            self.say_once("l1", f"local cache not writable ({exc}); keeping this go command's entries in "
+                                f"{fallback.root} until it ends")
+        return fallback
+
     def put(self, action_id: bytes, output_id: bytes, body: bytes) -> L1Entry:
-        """Store locally and answer; the upload goes on in the background. Raises L1Error."""
-        entry = self.l1.put(action_id, output_id, body, datetime.now(UTC))
+        """Store locally and answer; the upload goes on in the background. Raises L1Error when
+        neither L1 nor a scratch directory can take it (as go's own cache on a full disk)."""
+        store = self._writable()
+        try:
+            entry = store.put(action_id, output_id, body, datetime.now(UTC))
+        except L1Error as exc:
+            fallback = self._store_failed(store, exc)
+            if fallback is None:
+                raise
+            try:
+                entry = fallback.put(action_id, output_id, body, datetime.now(UTC))
+            except L1Error as scratch_exc:
+                self._store_failed(fallback, scratch_exc)
+                raise
         self.recorder.used(action_id)
         self.stats.add(puts=1)
         with self._lock:
@@ -231,6 +287,8 @@ class Cache:
                 self._say(f"cannot write the stats file: {exc.strerror}")
         if self.cfg.verbose:
             self._say(self.stats.summary().removeprefix("gocacheprog: "))
+        if self._scratch is not None:  # go has read every path it was given: close is its last request
+            shutil.rmtree(self._scratch.root, ignore_errors=True)
 
     def _send_manifest(self) -> None:
         """A writer's manifest of what go used, unless the gate has the same one (``manifest.py``)."""

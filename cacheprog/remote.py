@@ -5,7 +5,9 @@ connections, because go waits for every helper it starts: httpx costs about 60 m
 more CPU per request, ``http.client`` about 11 ms, and that import runs on a background thread
 while go is still loading packages (cli.py), not on the way to the first answer.
 Every failure becomes a ``RemoteError``; after a few failures in a row the circuit opens and the
-rest of the invocation does not ask the gate again, so a dead or stalled gate costs seconds.
+rest of the invocation does not ask the gate again, so a dead gate costs milliseconds. A call that
+timed out opens it at once: go asks for entries one or two at a time, so waiting for three
+timeouts of a stalled gate cost every go command three timeouts (15 s) instead of one.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from urllib.parse import urlsplit
 
 from .tokens import TokenSource
 
-__all__ = ["Download", "PrefetchStream", "Refused", "Remote", "RemoteError", "RemoteUnavailable"]
+__all__ = ["CorruptBody", "Download", "PrefetchStream", "Refused", "Remote", "RemoteError", "RemoteUnavailable"]
 
 _CONNECT_TIMEOUT_S = 1.0
 _BREAKER_THRESHOLD = 3
@@ -42,6 +44,10 @@ class RemoteError(Exception):
 
 class RemoteUnavailable(RemoteError):
     """The circuit is open: the gate failed repeatedly and is not asked again in this run."""
+
+
+class CorruptBody(RemoteError):
+    """The gate sent a whole body that is not the entry (it does not decode, or decodes short)."""
 
 
 class Refused(RemoteError):
@@ -67,20 +73,38 @@ class Download:
 
     def chunks(self) -> Iterator[bytes]:
         """Decoded body chunks; never more than ``size`` + 1 bytes in all (a bomb stops there)."""
+        import http.client
+
         raw: _Readable = _Counting(self._response, self)
+        undecodable: tuple[type[Exception], ...] = ()
         if (self._response.getheader("Content-Encoding") or "").lower() == "zstd":
             import zstandard
 
             raw = zstandard.ZstdDecompressor().stream_reader(raw, read_size=_CHUNK)  # type: ignore[arg-type]
+            undecodable = (zstandard.ZstdError,)
         left = self.size + 1
-        while left > 0:
-            chunk = raw.read(min(_CHUNK, left))
-            if not chunk:
-                break
-            left -= len(chunk)
-            yield chunk
-        if left > 1:  # http.client ends a short body quietly: a transport failure, not corruption
-            raise RemoteError(f"body cut short: {self.size + 1 - left} of {self.size} bytes")
+        try:
+            while left > 0:
+                chunk = raw.read(min(_CHUNK, left))
+                if not chunk:
+                    break
+                left -= len(chunk)
+                yield chunk
+        except (http.client.HTTPException, OSError) as exc:
+            raise RemoteError(f"body: {exc or type(exc).__name__}") from exc
+        except undecodable as exc:
+            if self._cut_short():
+                raise RemoteError(f"body cut short after {self.wire_bytes} bytes") from exc
+            raise CorruptBody(f"body does not decode: {exc}") from exc
+        if left > 1:
+            # http.client ends a short body quietly: a transport failure when bytes that
+            # Content-Length promised never came, else a body that decodes short (corrupt).
+            if self._cut_short():
+                raise RemoteError(f"body cut short: {self.size + 1 - left} of {self.size} bytes")
+            raise CorruptBody(f"body decodes to {self.size + 1 - left} bytes, X-Go-Size says {self.size}")
+
+    def _cut_short(self) -> bool:
+        return bool(self._response.length)  # bytes Content-Length announced that are still missing
 
     def finish(self, ok: bool) -> None:
         """Return the connection to the pool when the body was read whole, else close it."""
@@ -224,11 +248,13 @@ class Remote:
         if self.open_reason is not None:
             raise RemoteUnavailable(self.open_reason)
 
-    def _failed(self, exc: Exception) -> None:
+    def failed(self, exc: RemoteError) -> None:
+        """Count a failure (also one met while reading a body); a timeout opens the circuit at once."""
+        stalled = isinstance(exc.__cause__, TimeoutError)
         with self._lock:
             self._failures += 1
-            if self._failures >= _BREAKER_THRESHOLD and self.open_reason is None:
-                self.open_reason = str(exc)
+            if (stalled or self._failures >= _BREAKER_THRESHOLD) and self.open_reason is None:
+                self.open_reason = f"no answer within the timeout: {exc}" if stalled else str(exc)
 
     def _succeeded(self) -> None:
         self._failures = 0
@@ -256,7 +282,7 @@ class Remote:
             try:
                 conn, resp = self._pool.request(method, path, body, self._headers(headers))
             except RemoteError as exc:
-                self._failed(exc)
+                self.failed(exc)
                 raise
             if resp.status == 401 and attempt == 0 and self._tokens is not None:
                 self._drain(conn, resp)
@@ -266,7 +292,7 @@ class Remote:
                 reason = _reason(resp)
                 self._pool.release(conn, reuse=False)
                 error = RemoteError(f"{method} {path}: {resp.status} {reason}")
-                self._failed(error)
+                self.failed(error)
                 raise error
             self._succeeded()
             if resp.status in (401, 403):
