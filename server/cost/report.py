@@ -7,7 +7,10 @@ Per namespace (or per namespace and job):
     egress $      GiB sent to clients * egress_gb
     total $       storage + operations + egress
     hit ratio     hits / (hits + misses), as the gate answered gets
-    CPU hours     the compute ms recorded with each entry a hit served, summed, / 3,600,000
+    CPU hours     compute ms saved / 3,600,000: the larger of what the gate served (the compute ms
+                  recorded with each entry a get hit) and what the helpers reported Go used (their
+                  session reports, which also count prefetched entries; the gate cannot tell which
+                  prefetched entries get used). Each is a lower bound where the other is blind.
     saved $       CPU hours * cpu_vcpu_hour
     return        saved / total
 
@@ -98,7 +101,7 @@ def _priced(row: CostRow, counts: Counts | None, hours: float, prices: PriceSett
     if counts is not None:
         row.requests, row.hits, row.misses = counts.requests, counts.hits, counts.misses
         row.bytes_out, row.ops_a, row.ops_b = counts.bytes_out, counts.ops_a, counts.ops_b
-        compute_ms = counts.compute_ms_saved
+        compute_ms = max(counts.compute_ms_saved, counts.session_compute_ms_saved)
     row.storage_usd = row.stored_bytes / GIB * prices.storage_gb_month * hours / HOURS_PER_MONTH
     row.operations_usd = row.ops_a / 1000 * prices.class_a_per_1000 + row.ops_b / 1000 * prices.class_b_per_1000
     row.egress_usd = row.bytes_out / GIB * prices.egress_gb

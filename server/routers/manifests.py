@@ -18,6 +18,7 @@ from ..deps import Access, NamespaceReader, NamespaceWriter
 from ..errors import BadRequest, NotFound
 from ..manifests import MAX_IDS, MAX_MANIFEST_BYTES, check_key, get_manifest, put_manifest, read_limited
 from ..prefetch import PrefetchCounts, parse_ids, stream_entries
+from ..usage.hooks import PrefetchUsage, count_prefetch
 
 __all__ = ["router"]
 
@@ -54,10 +55,10 @@ async def put_manifest_route(request: Request, access: NamespaceWriter) -> Respo
 @router.post("/v1/ns/{ns:path}/prefetch", name="prefetch")
 async def prefetch_route(request: Request, access: NamespaceReader) -> StreamingResponse:
     actions = parse_ids(await _body(request, 32 * MAX_IDS))
-    return StreamingResponse(_counted(access, actions), media_type=_OCTETS)
+    return StreamingResponse(_counted(access, actions, count_prefetch(request, access)), media_type=_OCTETS)
 
 
-async def _counted(access: Access, actions: list[bytes]) -> AsyncIterator[bytes]:
+async def _counted(access: Access, actions: list[bytes], usage: PrefetchUsage) -> AsyncIterator[bytes]:
     """The stream, with its entries counted like gets once it ends (or the client leaves)."""
     counts = PrefetchCounts()
     try:
@@ -69,3 +70,4 @@ async def _counted(access: Access, actions: list[bytes]) -> AsyncIterator[bytes]
         metrics.misses(ns).inc(counts.missing)
         metrics.corrupt(ns).inc(counts.corrupt)
         metrics.bytes_sent(ns).inc(counts.bytes)
+        usage(counts.sent, counts.missing, counts.bytes)

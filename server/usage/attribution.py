@@ -22,7 +22,7 @@ from ..storage.base import Body, ListPage, ObjectInfo, ObjectReader, Storage
 from ..storage.metered import OP_CLASS
 from .counters import GATE, GATE_DIMS, Dims
 
-__all__ = ["AttributedStorage", "OpSink", "OpTally", "bind_current"]
+__all__ = ["AttributedStorage", "OpSink", "OpTally", "bind_context", "bind_current"]
 
 #: Where a bound tally's operations go: ``sink(dims, op_class, n)``.
 OpSink = Callable[[Dims, str, int], None]
@@ -85,6 +85,15 @@ def bind_current(dims: Dims) -> None:
     if tally is not None:
         _current.set(None)
         tally.bind(dims)
+
+
+def bind_context(dims: Dims, sink: OpSink) -> None:
+    """Charge every operation from now on in this context, and in the tasks it starts later (a
+    streamed answer's reads), to ``dims``; what it did so far as well."""
+    bind_current(dims)
+    tally = OpTally(sink)
+    tally.bind(dims)
+    _current.set(tally)
 
 
 class AttributedStorage:

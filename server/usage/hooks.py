@@ -1,4 +1,4 @@
-"""The calls the cache and session routes make into the ledger: one per answered request.
+"""The calls the cache, prefetch and session routes make into the ledger: one per answered request.
 
 Each finds the ledger on the app, adds the request's outcome to its row, and charges the storage
 operations the request made (see ``attribution``) to the same row. Job labels come from the headers
@@ -7,6 +7,8 @@ session report; they label usage only, rights never depend on them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from starlette.requests import Request
 
@@ -17,11 +19,22 @@ from .attribution import bind_current
 from .counters import SESSION_FIELDS, Dims
 from .ledger import UsageLedger
 
-__all__ = ["JOB_HEADER", "JOB_TYPE_HEADER", "count_get", "count_put", "count_session"]
+__all__ = [
+    "JOB_HEADER",
+    "JOB_TYPE_HEADER",
+    "PrefetchUsage",
+    "count_get",
+    "count_prefetch",
+    "count_put",
+    "count_session",
+]
 
 JOB_HEADER = "x-gocachegate-job"
 JOB_TYPE_HEADER = "x-gocachegate-job-type"
 _LABEL_MAX = 128
+
+#: Called when a prefetch stream ends: ``(entries sent, entries missing, bytes sent)``.
+PrefetchUsage = Callable[[int, int, int], None]
 
 
 def _label(value: str | None) -> str:
@@ -82,3 +95,28 @@ def count_session(request: Request, access: Access, report: SessionReport) -> No
     for name in SESSION_FIELDS:
         field = f"session_{name}"
         setattr(counts, field, getattr(counts, field) + getattr(report, name))
+
+
+def count_prefetch(request: Request, access: Access) -> PrefetchUsage:
+    """A prefetch stream about to start: its reads (made later, by the stream's own tasks) are charged
+    to the caller from now on; the answer is called with what the stream sent once it ends.
+
+    Each entry sent counts as a hit and each one missing as a miss. Their compute time is not added to
+    ``compute_ms_saved``: the gate cannot know which prefetched entries Go will use, the helper's
+    session report says (``session_compute_ms_saved``).
+    """
+    ledger: UsageLedger = request.app.state.usage
+    if not ledger.enabled:
+        return lambda sent, missing, sent_bytes: None
+    headers = request.headers
+    dims = _dims(access, headers.get(JOB_HEADER), headers.get(JOB_TYPE_HEADER))
+    ledger.charge_context(dims)
+
+    def done(sent: int, missing: int, sent_bytes: int) -> None:
+        counts = ledger.row(dims)
+        counts.requests += 1
+        counts.hits += sent
+        counts.misses += missing
+        counts.bytes_out += sent_bytes
+
+    return done

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from ..storage.base import Storage, StorageError
-from .attribution import AttributedStorage, bind_current
+from .attribution import AttributedStorage, bind_context, bind_current
 from .counters import GATE_DIMS, OP_FIELD, OTHER, Counts, Dims
 from .query import UsageTable, usage_tables
 from .segments import encode_segment, hour_label, segment_key
@@ -85,6 +85,10 @@ class UsageLedger:
                 return counts
         counts = rows[dims] = Counts()
         return counts
+
+    def charge_context(self, dims: Dims) -> None:
+        """Charge the storage operations of this context to ``dims`` from now on (see ``attribution``)."""
+        bind_context(dims, self._add_ops)
 
     def _add_ops(self, dims: Dims, op_class: str, n: int) -> None:
         counts = self.row(dims)

@@ -99,6 +99,16 @@ def test_per_job_rows_add_up_to_the_same_totals() -> None:
     assert rows["team.a", "post-build"].total_usd == pytest.approx(0.75 + 0.80 + 3.60)
 
 
+def test_savings_take_the_helpers_reports_where_they_saw_more() -> None:
+    served = Counts(hits=10, compute_ms_saved=3_600_000, session_compute_ms_saved=1_800_000)  # 1 h vs 0.5 h
+    prefetched = Counts(hits=10, compute_ms_saved=0, session_compute_ms_saved=7_200_000)  # 0 h vs 2 h
+    usage = UsageTable(SINCE, UNTIL, ("namespace",), rows={("team.a",): served, ("team.b",): prefetched})
+    report = build_report(usage=usage, over_time=UsageTable(SINCE, UNTIL, ("day",)), stats=_stats(),
+                          prices=PRICES, group_by="namespace")
+    assert [(r.namespace, r.cpu_hours_saved) for r in report.rows] == [("team.a", 1.0), ("team.b", 2.0)]
+    assert report.saved_usd == pytest.approx(3 * 0.03)
+
+
 def test_the_formats_agree() -> None:
     report = _worked_example("job")
     table = list(csv.DictReader(io.StringIO(to_csv(report))))

@@ -191,3 +191,22 @@ async def test_job_labels_cannot_grow_the_ledger_without_bound(tmp_path: Path) -
         assert sum(jobs.values()) == 25
         assert jobs["(other)"] >= 15
         assert all(len(job) <= 128 for job in jobs)
+
+
+@pytest.mark.anyio
+async def test_a_prefetch_stream_counts_as_hits_charged_to_its_caller(tmp_path: Path) -> None:
+    async with in_process(tmp_path) as gate:
+        bodies = {new_action(): os.urandom(3000 + i) for i in range(4)}
+        for action, body in bodies.items():
+            headers = entry_headers(body, **{"X-Go-Compute-Ms": "700"})
+            resp = await gate.client.put(f"/v1/ns/{NS}/actions/{action}", content=body, headers=headers)
+            assert resp.status_code == 201
+        ids = b"".join(bytes.fromhex(a) for a in [*bodies, new_action()])
+        resp = await gate.client.post(f"/v1/ns/{NS}/prefetch", content=ids, headers={"X-Gocachegate-Job": "warm"})
+        assert resp.status_code == 200 and len(resp.content) > sum(len(b) for b in bodies.values())
+        rows = {row["job"]: row for row in (await _usage(gate, "group_by=job"))["rows"]}
+        warm = rows["warm"]
+        assert (warm["requests"], warm["hits"], warm["misses"]) == (1, 4, 1)
+        assert warm["bytes_out"] == sum(len(b) for b in bodies.values())  # random bytes: sent as stored, uncompressed
+        assert (warm["ops_a"], warm["ops_b"]) == (0, 5)  # one read per id, charged to the caller
+        assert warm["compute_ms_saved"] == 0  # whether Go uses them, the helper's session report says
