@@ -58,7 +58,8 @@ def native_cold(ctx: Context, step: Step) -> Series:
 def helper_notes(stats: dict[str, int]) -> dict[str, object]:
     """The helper counters worth a column: where the gets were served, what crossed the wire."""
     keys = ("gets", "local_hits", "remote_hits", "misses", "puts", "uploads", "upload_errors",
-            "remote_errors", "remote_wait_ms", "bytes_downloaded", "bytes_uploaded")
+            "remote_errors", "remote_wait_ms", "bytes_downloaded", "bytes_uploaded", "prefetched",
+            "prefetch_hits", "prefetch_bytes", "prefetch_wasted")
     return {key: stats[key] for key in keys if key in stats}
 
 

@@ -11,7 +11,8 @@ one fresh machine builds the same thing remote-warm. Nothing is estimated:
 - stored bytes over logical bytes: the bucket's object sizes over the decoded sizes in each
   object's metadata, from the emulator's listing;
 - bytes over the wire per remote-warm build: the helper's ``bytes_downloaded`` +
-  ``bytes_uploaded``, beside the logical bytes of the whole bucket.
+  ``prefetch_bytes`` + ``bytes_uploaded`` (the gate's ``gocachegate_cache_bytes_sent_total`` beside
+  it), against the logical bytes of the whole bucket.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def cost(ctx: Context, tools: Tools) -> list[Row]:
             all_reads = _delta(gate, before, ops, op="read")
             class_a = _delta(gate, before, ops, **{"class": "A"})
             class_b = _delta(gate, before, ops, **{"class": "B"})
+            sent = _delta(gate, before, "gocachegate_cache_bytes_sent_total")
         assert store.bucket is not None
         objects = backends.emulator.objects(store.bucket)
     stored = sum(int(str(o["size"])) for o in objects)
@@ -78,7 +80,7 @@ def cost(ctx: Context, tools: Tools) -> list[Row]:
     if not new or not warm.get("remote_hits") or not logical:
         raise BenchFailure(f"nothing to divide by: {new:g} new entries, {warm.get('remote_hits')} remote hits, "
                            f"{logical} logical bytes")
-    wire = warm["bytes_downloaded"] + warm["bytes_uploaded"]
+    wire = warm["bytes_downloaded"] + warm.get("prefetch_bytes", 0) + warm["bytes_uploaded"]
     return [
         _value(f"{step.label}: storage reads per remote hit", reads / warm["remote_hits"], "reads", "design", 1.0,
                PER_CALL, remote_hits=warm["remote_hits"], reads_that_hit=int(reads), reads_in_all=int(all_reads),
@@ -89,5 +91,6 @@ def cost(ctx: Context, tools: Tools) -> list[Row]:
         _value(f"{step.label}: stored bytes / logical bytes", stored / logical, "", "logical", 1.0,
                objects=len(objects), stored_bytes=stored, logical_bytes=logical),
         _value(f"{step.label}: MB over the wire, remote-warm build", wire / 1e6, "MB", "logical MB in bucket",
-               logical / 1e6, bytes_downloaded=warm["bytes_downloaded"], bytes_uploaded=warm["bytes_uploaded"]),
+               logical / 1e6, bytes_downloaded=warm["bytes_downloaded"], prefetch_bytes=warm.get("prefetch_bytes", 0),
+               bytes_uploaded=warm["bytes_uploaded"], gate_bytes_sent=int(sent)),
     ]

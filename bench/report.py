@@ -84,6 +84,11 @@ def _notes(row: Row) -> str:
         if errors:
             parts.append(f"{errors} remote errors")
         parts.append(f"down {_mb(notes.pop('bytes_downloaded', 0))}, up {_mb(notes.pop('bytes_uploaded', 0))}")
+        if notes.get("prefetched"):
+            parts.append(f"prefetched {notes.pop('prefetched')} ({_mb(notes.pop('prefetch_bytes', 0))}), "
+                         f"{notes.pop('prefetch_hits', 0)} used, {notes.pop('prefetch_wasted', 0)} unused")
+        for key in ("prefetched", "prefetch_bytes", "prefetch_hits", "prefetch_wasted"):
+            notes.pop(key, None)
         parts.append(f"remote wait {notes.pop('remote_wait_ms', 0)} ms")
     parts += [f"{key.replace('_', ' ')} {value}" for key, value in notes.items()]
     return "; ".join(parts)
