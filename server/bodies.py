@@ -167,7 +167,11 @@ class Receiver:
             raise BadRequest("digest mismatch: SHA-256 of the body is not X-Go-Output-Id")
 
     def close(self) -> None:
+        """Release the spool and the zstd context. The context and its sink refer back to this
+        receiver, and zstandard's objects are invisible to the garbage collector: without the
+        explicit break every zstd upload leaked its decoder (a window and 256 KiB of buffers)."""
         self.spool.close()
+        self._writer = None
 
 
 def compress_spool(spool: Spool, level: int) -> Spool:
