@@ -12,6 +12,7 @@ the name checks and gets a 400 with a reason, instead of a bare 404 from the rou
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -124,7 +125,47 @@ async def get_entry(request: Request) -> Response:
     return StreamingResponse(hit.chunks, headers=headers, media_type=_OCTETS)
 
 
-@router.put(_PATH, name="put_entry", status_code=201)
+def _header(name: str, schema: Mapping[str, object], required: bool = False) -> dict[str, object]:
+    return {"name": name, "in": "header", "required": required, "schema": schema}
+
+
+_HEX = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+# Read from path_params by the handlers (GateApp sets them for the hit path), so declared here.
+_NAMES = [{"name": "ns", "in": "path", "required": True,
+           "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"}},
+          {"name": "action", "in": "path", "required": True, "schema": _HEX}]
+_ERROR = {"content": {"application/json": {"schema": {"type": "object", "required": ["error"],
+                                                      "properties": {"error": {"type": "string"}}}}}}
+
+# The hit path in the OpenAPI schema (clients and schema-driven tests see it); GateApp still
+# answers it before FastAPI's routing, so this route runs only where the router is mounted alone.
+router.add_api_route(
+    _PATH, get_entry, methods=["GET"], name="get_entry", response_class=Response,
+    openapi_extra={
+        "parameters": [*_NAMES, _header("Accept-Encoding", {"type": "string"})],
+        "responses": {"200": {"description": "the output bytes",
+                              "content": {_OCTETS: {"schema": {"type": "string", "format": "binary"}}}},
+                      "404": {"description": "miss", **_ERROR}},
+    },
+)
+
+_PUT_SCHEMA = {
+    "parameters": [
+        *_NAMES,
+        _header("X-Go-Output-Id", _HEX, required=True),
+        _header("X-Go-Size", {"type": "string", "pattern": "^[0-9]{1,18}$"}, required=True),
+        _header("X-Go-Compute-Ms", {"type": "string", "pattern": "^[0-9]{1,18}$"}),
+        _header("Content-Encoding", {"type": "string", "enum": ["identity", "zstd"]}),
+    ],
+    "requestBody": {"required": True, "content": {_OCTETS: {"schema": {"type": "string", "format": "binary"}}}},
+    "responses": {"200": {"description": "already present, nothing written"},
+                  "400": {"description": "bad name, header or body (digest, size)", **_ERROR},
+                  "403": {"description": "not a writer of this namespace", **_ERROR},
+                  "413": {"description": "over limits.max_entry_bytes", **_ERROR}},
+}
+
+
+@router.put(_PATH, name="put_entry", status_code=201, openapi_extra=_PUT_SCHEMA)
 async def put_entry(request: Request, access: NamespaceWriter) -> Response:
     action = check_hex_id(request.path_params["action"])
     ns, gate, principal = access.namespace, access.gate, access.principal
