@@ -162,6 +162,13 @@ class L1:
         for mtime, size, path in files:
             if total - freed <= target or now - mtime < _KEEP_RECENT_S:
                 break
+            # Looked at again: a hit since the listing moved its clock, and its path may be in
+            # go's hands now (the listing of a large cache takes seconds).
+            try:
+                if time.time() - os.stat(path).st_mtime < _KEEP_RECENT_S:
+                    continue
+            except OSError:
+                continue
             if _unlink_quietly(path):
                 freed += size
         return freed
