@@ -30,6 +30,7 @@ __all__ = [
     "FaultyProxy",
     "L1Entry",
     "Reference",
+    "check_l1",
     "digest",
     "fill_gate",
     "l1_entries",
@@ -67,6 +68,19 @@ def l1_entries(l1: Path) -> list[L1Entry]:
         assert version == "v1"
         found.append(L1Entry(record.name[:-2], output, int(size), l1 / output[:2] / f"{output}-d"))
     return found
+
+
+def check_l1(l1: Path) -> int:
+    """Every body file is named by its SHA-256 and every action record names a body of its size (or
+    one trimmed away: a miss, not an error). Returns how many action records there are."""
+    for body in l1.glob("*/*-d"):
+        assert hashlib.sha256(body.read_bytes()).hexdigest() == body.name[:-2], f"{body} is not what it is named"
+    for record in l1.glob("*/*-a"):
+        _, output, size, _ = record.read_text().split()
+        path = l1 / output[:2] / f"{output}-d"
+        assert not path.exists() or path.stat().st_size == int(size), record
+    assert not list(l1.glob("*/.tmp-*")), "temp files left behind"
+    return len(list(l1.glob("*/*-a")))
 
 
 def fill_gate(url: str, namespace: str, l1: Path, token: str | None = None) -> int:

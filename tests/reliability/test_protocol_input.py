@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.helper.driver import Helper, action
+from tests.reliability.support import check_l1
 
 B64 = base64.b64encode
 BODY = b"a compiled object\n" * 40
@@ -44,17 +45,6 @@ CASES = [
     ("OutputID not the body's SHA-256", put_line(112, OutputID=B64(b"\x07" * 32).decode()) + GOOD_BODY, 112),
     ("put without OutputID", put_line(113, OutputID=None) + GOOD_BODY, 113),
 ]
-
-
-def check_l1(l1: Path) -> int:
-    """Every body file is named by its SHA-256 and every action record names a body of its size."""
-    for body in l1.glob("*/*-d"):
-        assert hashlib.sha256(body.read_bytes()).hexdigest() == body.name[:-2], f"{body} is not what it is named"
-    for record in l1.glob("*/*-a"):
-        _, output, size, _ = record.read_text().split()
-        assert (l1 / output[:2] / f"{output}-d").stat().st_size == int(size), record
-    assert not list(l1.glob("*/.tmp-*")), "temp files left behind"
-    return len(list(l1.glob("*/*-a")))
 
 
 @pytest.mark.parametrize(("what", "data", "request_id"), CASES, ids=[c[0] for c in CASES])
