@@ -50,6 +50,8 @@ class ServerSettings(BaseModel):
     drain_seconds: float = Field(default=0.0, ge=0, le=300)
     # Then in-flight requests get this long to finish.
     graceful_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # A request (headers and body) may pause this long at most; a client that goes quiet is cut off.
+    client_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
 
 
 class LimitsSettings(BaseModel):

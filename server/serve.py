@@ -4,6 +4,12 @@ The CLI binds the socket and enters the lifespan itself (uvicorn runs with ``lif
 every startup failure (port taken, storage unusable) surfaces here as an exception the CLI prints
 as one line, instead of a traceback in uvicorn's log.
 
+A client must keep its request moving: uvicorn times out idle keep-alive connections only, so a
+client that connected and went quiet (before or within its headers, or halfway through a body)
+held its connection, its task and up to a megabyte of spooled body for good. Here any pause
+longer than ``server.client_timeout_seconds`` while a request arrives closes the connection
+(a pause the gate caused by not reading, as when it waits on storage, does not count).
+
 On SIGTERM readiness turns false first; requests are still served for ``server.drain_seconds``
 (load balancers take a moment to notice), then uvicorn stops accepting, lets in-flight requests
 finish within ``server.graceful_timeout_seconds``, and the lifespan closes storage. SIGINT skips
@@ -24,6 +30,7 @@ from typing import Any
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .app import create_app, lifespan
 from .config import Settings
@@ -45,6 +52,58 @@ def bind(host: str, port: int) -> socket.socket:
         return socket.create_server((host, port), family=family, backlog=2048)
     except OSError as exc:
         raise StartupFailed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+class _QuietClientTimeout(HttpToolsProtocol):
+    """uvicorn's httptools protocol, closing a connection whose request stops arriving."""
+
+    client_timeout = 30.0
+    _quiet: asyncio.TimerHandle | None = None
+
+    def _watch(self) -> None:
+        self._unwatch()
+        self._quiet = self.loop.call_later(self.client_timeout, self._went_quiet)
+
+    def _unwatch(self) -> None:
+        if self._quiet is not None:
+            self._quiet.cancel()
+            self._quiet = None
+
+    def _went_quiet(self) -> None:
+        self._quiet = None
+        if self.flow is not None and self.flow.read_paused:
+            self._watch()  # the gate is not reading (it waits on storage): not the client's pause
+            return
+        log.info("closing a connection whose request paused for over %gs", self.client_timeout)
+        self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._watch()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._watch()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._watch()
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._watch()
+
+    def on_message_complete(self) -> None:
+        self._unwatch()
+        super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._unwatch()
+        super().connection_lost(exc)
+
+
+def _http_protocol(client_timeout: float) -> type[asyncio.Protocol]:
+    return type("QuietClientTimeout", (_QuietClientTimeout,), {"client_timeout": client_timeout})
 
 
 class _DrainingServer(uvicorn.Server):
@@ -84,7 +143,7 @@ def serve(settings: Settings, sock: socket.socket, *, access_log: bool) -> None:
     config = uvicorn.Config(
         app,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        http=_http_protocol(settings.server.client_timeout_seconds),
         lifespan="off",
         log_config=_log_config(settings.server.log_level),
         log_level=settings.server.log_level,
