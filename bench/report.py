@@ -38,7 +38,7 @@ def _value(series: Series | None) -> str:
         return f"{median:.1f} ms"
     if series.unit == "req/s":
         return f"{median:,.0f} req/s"
-    return f"{median:.3g} {series.unit}".rstrip()
+    return f"{median:.4g} {series.unit}".rstrip()
 
 
 def _ratio(row: Row) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import urllib.request
 from collections.abc import Callable
@@ -149,26 +150,41 @@ def _put_script(root: Path, size: int, prefix: str, run: str) -> Path:
     return script
 
 
+@dataclass(frozen=True)
+class _Setup:
+    wrk: Path
+    gate_url: str
+    nginx_url: str
+    seconds: float
+    written: tuple[Path, ...]  # where PUT runs land (nginx's put/ directory, the gate's store), emptied after each
+
+    def clean(self) -> None:
+        for parent in self.written:
+            for path in parent.parent.glob(parent.name):
+                shutil.rmtree(path, ignore_errors=True)
+
+
 def throughput(ctx: Context, tools: Tools) -> list[Row]:
     wrk_bin = tools.get("wrk")
     nginx_bin = tools.get("nginx")
-    seconds = 2.0 if ctx.quick else 5.0
     clients = (32,) if ctx.quick else CLIENTS
     root = ctx.scratch("throughput")
     docroot = ctx.scratch("docroot")
     rows: list[Row] = []
-    with Backends(ctx, tools) as backends, backends.gate(backends.store("local")) as gate, \
-            nginx(nginx_bin, docroot, ctx.scratch("nginx"), workers=1) as web:
-        for size_label, size in SIZES.items():
-            get_script = _get_script(root, gate.url, docroot, size)
-            for server in (gate.url, web.url):  # warm both before measuring
-                wrk(wrk_bin, server, get_script, 8, 1)
-            for n in clients:
-                rows += _rows(ctx, f"GET {size_label}, {n} clients", n, _same(get_script), wrk_bin, gate.url,
-                              web.url, seconds, n == 32)
-            for n in clients:
-                rows += _rows(ctx, f"PUT {size_label}, {n} clients", n, _new_entries(root, size, n, gate.url),
-                              wrk_bin, gate.url, web.url, seconds, False)
+    with Backends(ctx, tools) as backends:
+        store = backends.store("local")
+        with backends.gate(store) as gate, nginx(nginx_bin, docroot, ctx.scratch("nginx"), workers=1) as web:
+            setup = _Setup(wrk_bin, gate.url, web.url, 2.0 if ctx.quick else 5.0,
+                           (docroot / "put", Path(str(store.storage["path"])) / "ac" / "put*"))
+            for size_label, size in SIZES.items():
+                get_script = _get_script(root, gate.url, docroot, size)
+                for server in (gate.url, web.url):  # warm both before measuring
+                    wrk(wrk_bin, server, get_script, 8, 1)
+                for n in clients:
+                    rows += _rows(ctx, setup, f"GET {size_label}, {n} clients", n, _same(get_script), n == 32)
+                for n in clients:
+                    rows += _rows(ctx, setup, f"PUT {size_label}, {n} clients", n,
+                                  _new_entries(root, size, n, gate.url), False)
     return rows
 
 
@@ -186,8 +202,7 @@ def _new_entries(root: Path, size: int, clients: int, gate_url: str) -> ScriptFo
     return script
 
 
-def _rows(ctx: Context, name: str, clients: int, script_for: ScriptFor, wrk_bin: Path, gate_url: str,
-          nginx_url: str, seconds: float, targets: bool) -> list[Row]:
+def _rows(ctx: Context, setup: _Setup, name: str, clients: int, script_for: ScriptFor, targets: bool) -> list[Row]:
     rate_target = RATE_TARGET if targets else None
     p99_target = P99_TARGET if targets else None
 
@@ -195,9 +210,9 @@ def _rows(ctx: Context, name: str, clients: int, script_for: ScriptFor, wrk_bin:
         gate_runs: list[Load] = []
         nginx_runs: list[Load] = []
         for rep in range(ctx.reps):
-            for url, runs in ((gate_url, gate_runs), (nginx_url, nginx_runs)):
-                script = script_for(url, rep)
-                runs.append(wrk(wrk_bin, url, script, clients, seconds))
+            for url, runs in ((setup.gate_url, gate_runs), (setup.nginx_url, nginx_runs)):
+                runs.append(wrk(setup.wrk, url, script_for(url, rep), clients, setup.seconds))
+            setup.clean()
         return gate_runs, nginx_runs
 
     def rate_row() -> Row:
