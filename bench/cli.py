@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -51,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _commit() -> str:
+    proc = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True)
+    return proc.stdout.strip() or "unknown"
+
+
 def _load(avg: tuple[float, float, float]) -> str:
     return " ".join(f"{v:.1f}" for v in avg)
 
@@ -63,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         _parser().error(f"unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
     started = time.monotonic()
     load_before = os.getloadavg()
+    commit_before = _commit()
     ctx = Context(OUT / "logs", quick=args.quick)
     tools = Tools()
     rows: list[Row] = []
@@ -85,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         "wall time": f"{time.monotonic() - started:.0f} s",
         # Other work on the machine shows here: the figures are ratios because of it.
         "load average (1, 5, 15 min) at start and end": f"{_load(load_before)}; {_load(os.getloadavg())}",
+        # The installs are editable: commits landing during a run change what later steps measure.
+        "commit at start and end": f"{commit_before}; {_commit()}",
         "machine": machine(),
         "versions": {"gocachegate": version("gocachegate"), **tools.versions()},
         "spread": "± half the range of the repetitions, relative to the median",
