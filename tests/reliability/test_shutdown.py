@@ -47,7 +47,7 @@ def test_sigterm_finishes_in_flight_requests_and_flushes_the_ledger(gate_factory
             assert time.monotonic() < deadline, "readiness did not turn false"
             time.sleep(0.02)
         assert ready.status_code == 503 and ready.json() == {"error": "shutting down"}
-        assert time.monotonic() - signalled < 0.5, "readiness must turn false first"
+        assert time.monotonic() - signalled < 1.0, "readiness must turn false first"
         hit = client.get(f"/v1/ns/{NS}/actions/{hit_action}")  # still served while draining
         assert hit.status_code == 200 and hit.content == hit_body
 
