@@ -4,17 +4,22 @@ go asks for entries a couple at a time, so with storage latency L a remote-warm 
 about L per get. Right after the handshake a thread asks the gate for the manifest of the
 command's key (``manifest.py``), drops what L1 already has or go already asked for, and asks
 for the rest in ONE request whose answer streams every entry that exists (the gate reads 64 at
-once). Each arriving entry is checked like any remote body (SHA-256 and size, ``land``) and
-written into L1. Meanwhile the protocol loop goes on:
+once). Meanwhile the protocol loop goes on:
 
 - a get for an entry on its way waits for it (at most ``wait_seconds``, then asks alone);
 - a get for an entry the gate said does not exist is a miss at once;
 - a get for anything else goes the normal way at once.
 
+Entries up to 1 MiB are held in memory as they arrive, and written into L1 (checked like any
+remote body: SHA-256 and size, ``land``) by the get that asks for them: landing costs two file
+creations, 0.05-2 ms each on a busy disk, so an entry of a stale manifest that go never asks for
+costs no disk at all. Past ``hold_bytes`` the oldest held entries are landed in the background
+to make room; larger entries are landed from the stream as they come.
+
 Bounded: the stream stops at ``max_bytes`` or ``max_seconds`` and at close; any failure ends the
 prefetch quietly (what did not arrive is fetched the normal way) and never fails the build.
-Counted: ``prefetched`` (entries landed), ``prefetch_hits`` (gets they served),
-``prefetch_bytes`` (on the wire), ``prefetch_wasted`` (landed, never asked for by this command).
+Counted: ``prefetched`` (entries received whole), ``prefetch_hits`` (gets they served),
+``prefetch_bytes`` (on the wire), ``prefetch_wasted`` (received, never asked for by this command).
 
 The stream (docs/prefetch.md)::
 
@@ -48,11 +53,10 @@ ARRIVED, ABSENT, FETCH = "arrived", "absent", "fetch"
 MAGIC = b"GCP1"
 ENTRY = struct.Struct(">32s32sQqqBQ")
 _CHUNK = 1 << 16
-#: Entries up to this size are read whole and landed by ``_LANDERS`` threads, at most ``_AHEAD`` at
-#: once: creating files is what landing costs (0.05-0.5 ms each on a busy ext4 disk, two per
-#: entry), and it runs in parallel; larger entries stream to disk from the reading thread.
+#: Entries up to this size are held in memory until asked for; larger ones stream to disk.
 _WHOLE = 1 << 20
-_LANDERS = 8
+#: Threads that land held entries to make room, and how many may wait for them.
+_LANDERS = 4
 _AHEAD = 32
 
 
@@ -61,6 +65,7 @@ class PrefetchSettings(NamedTuple):
     max_bytes: int = 4 << 30  # GOCACHEGATE_PREFETCH_MAX_BYTES: stop the stream after this many
     max_seconds: float = 300.0  # GOCACHEGATE_PREFETCH_SECONDS: ... or after this long
     wait_seconds: float = 1.0  # a get waits this long for its entry on the stream, then asks alone
+    hold_bytes: int = 256 << 20  # entries held in memory until asked for; past it the oldest are landed
 
 
 def settings_from_env(env: Mapping[str, str]) -> PrefetchSettings:
@@ -71,7 +76,7 @@ def settings_from_env(env: Mapping[str, str]) -> PrefetchSettings:
     max_seconds = float(env.get("GOCACHEGATE_PREFETCH_SECONDS") or defaults.max_seconds)
     if max_bytes < 0 or max_seconds < 0:
         raise ValueError("GOCACHEGATE_PREFETCH_MAX_BYTES and GOCACHEGATE_PREFETCH_SECONDS must not be negative")
-    return PrefetchSettings(enabled, max_bytes, max_seconds, defaults.wait_seconds)
+    return PrefetchSettings(enabled, max_bytes, max_seconds, defaults.wait_seconds, defaults.hold_bytes)
 
 
 def land(l1: L1, action_id: bytes, output_id: bytes, size: int, put_time: datetime | None,
@@ -95,15 +100,32 @@ def land(l1: L1, action_id: bytes, output_id: bytes, size: int, put_time: dateti
     return l1.put_action(action_id, output_id, size, put_time or datetime.now(UTC))
 
 
+class _Held(NamedTuple):
+    """An entry received whole, not yet in L1."""
+
+    output_id: bytes
+    size: int
+    put_time: datetime
+    compute_ms: int
+    zstd: bool
+    payload: bytes
+
+    def chunks(self) -> Iterable[bytes]:
+        if not self.zstd:
+            return (self.payload,)
+        return _decoded(_Payload(_Whole(self.payload), len(self.payload)), self.size)
+
+
 class _Slot:
     """An entry on its way: gets for it wait on ``event``; ``state`` says how it ended."""
 
-    __slots__ = ("abandoned", "event", "state")
+    __slots__ = ("abandoned", "event", "held", "state")
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.state = FETCH
         self.abandoned = False  # a get stopped waiting and fetches it itself
+        self.held: _Held | None = None  # ARRIVED, still in memory
 
 
 class _Frames:
@@ -193,6 +215,8 @@ class Prefetch:
         self._asked: set[bytes] = set()  # asked by go before the manifest was known
         self._known = False  # the manifest was read (or there is none): _asked is no longer kept
         self._landed: dict[bytes, int] = {}  # in L1 by our hand, not yet asked for -> compute ms
+        self._holding: dict[bytes, int] = {}  # held in memory and not being landed, oldest first -> bytes
+        self._held_bytes = 0
         self._stop = threading.Event()
         self._stream: PrefetchStream | None = None
         self._thread: threading.Thread | None = None
@@ -214,7 +238,10 @@ class Prefetch:
                 self._asked.add(action_id)
 
     def wait(self, action_id: bytes) -> str:
-        """ARRIVED (now in L1), ABSENT (the gate has none) or FETCH (ask the gate alone)."""
+        """ARRIVED (now in L1), ABSENT (the gate has none) or FETCH (ask the gate alone).
+
+        An entry held in memory is landed here, on the asking get's thread.
+        """
         with self._lock:
             slot = self._slots.get(action_id)
         if slot is None:
@@ -224,7 +251,14 @@ class Prefetch:
                 slot.abandoned = not slot.event.is_set()
                 if slot.abandoned:
                     return FETCH
-        return slot.state
+        if slot.state != ARRIVED:
+            return slot.state
+        with self._lock:
+            held, slot.held = slot.held, None
+            self._held_bytes -= self._holding.pop(action_id, 0)
+        if held is None:
+            return ARRIVED  # landed already
+        return ARRIVED if self._land(action_id, held, held.chunks()) else FETCH
 
     def take(self, action_id: bytes) -> int | None:
         """For an entry the prefetch landed: its compute ms, once (then it is no longer wasted)."""
@@ -240,7 +274,11 @@ class Prefetch:
         if self._thread is not None:
             self._thread.join(2.0)
         with self._lock:
-            wasted, self._landed = len(self._landed), {}
+            held = [slot for slot in self._slots.values() if slot.held is not None]
+            for slot in held:
+                slot.held = None
+            wasted, self._landed = len(self._landed) + len(held), {}
+            self._holding.clear()
         self._stats.add(prefetch_wasted=wasted)
 
     # -- the prefetch thread -------------------------------------------------------------------
@@ -320,49 +358,71 @@ class Prefetch:
         if slot is None or slot.abandoned:
             payload.skip()  # not asked for, or a get is fetching it itself
             return
-        put_time = datetime.fromtimestamp(put_ms / 1000, UTC)
+        held = _Held(output_id, size, datetime.fromtimestamp(put_ms / 1000, UTC), max(compute_ms, 0), encoding == 1,
+                     b"")
         if length > _WHOLE or size > _WHOLE:
-            chunks = _decoded(payload, size) if encoding == 1 else payload.chunks()
             try:
-                self._land(action_id, output_id, size, put_time, compute_ms, chunks)
+                landed = self._land(action_id, held, _decoded(payload, size) if encoding == 1 else payload.chunks())
             finally:
                 payload.skip()  # what a decoder that stopped early left
+            self._stats.add(prefetched=int(landed))
+            self._settle(action_id, ARRIVED if landed else FETCH)
             return
-        data = frames.exact(length) if length else b""
-        self._ahead.acquire()
+        held = held._replace(payload=frames.exact(length) if length else b"")
+        with self._lock:
+            slot.held = held
+            self._holding[action_id] = length
+            self._held_bytes += length
+        self._stats.add(prefetched=1)
+        self._settle(action_id, ARRIVED)
+        self._make_room()
 
-        def land_whole() -> None:
-            try:
-                whole = _decoded(_Payload(_Whole(data), length), size) if encoding == 1 else (data,)
-                self._land(action_id, output_id, size, put_time, compute_ms, whole)
-            finally:
-                self._ahead.release()
+    def _make_room(self) -> None:
+        """Past ``hold_bytes``, land the entries held longest (a get would have taken them by now)."""
+        while True:
+            with self._lock:
+                if self._held_bytes <= self.settings.hold_bytes or not self._holding:
+                    return
+                action_id = next(iter(self._holding))
+                self._held_bytes -= self._holding.pop(action_id)
+                slot = self._slots[action_id]
+                held = slot.held
+            if held is None:
+                continue
+            self._ahead.acquire()
 
-        self._landers.submit(land_whole)
+            def land_held(action_id: bytes = action_id, slot: _Slot = slot, held: _Held = held) -> None:
+                try:
+                    if self._land(action_id, held, held.chunks(), record=False):
+                        with self._lock:
+                            if slot.held is held:  # no get took it meanwhile
+                                slot.held = None
+                                self._landed[action_id] = held.compute_ms
+                finally:
+                    self._ahead.release()
 
-    def _land(self, action_id: bytes, output_id: bytes, size: int, put_time: datetime, compute_ms: int,
-              chunks: Iterable[bytes]) -> None:
-        """Land one entry (``land``) and settle its slot; RemoteError from the stream passes through."""
+            self._landers.submit(land_held)
+
+    def _land(self, action_id: bytes, held: _Held, chunks: Iterable[bytes], record: bool = True) -> bool:
+        """Land one entry (``land``); False when it cannot be used. RemoteError from the stream passes."""
         import zstandard
 
         try:
-            entry = land(self._l1, action_id, output_id, size, put_time, chunks)
+            entry = land(self._l1, action_id, held.output_id, held.size, held.put_time, chunks)
         except L1Error as exc:
             self._say_once("l1", f"local cache not writable ({exc}); remote hits cannot be used")
-            self._settle(action_id, FETCH)
-            return
+            return False
         except zstandard.ZstdError:
             entry = None
         if entry is None:
             self._stats.add(corrupt=1)
             self._say_once("corrupt", f"discarded a prefetched entry whose body does not match its digest "
                                       f"(action {action_id.hex()[:16]}…)")
-            self._settle(action_id, FETCH)
-            return
-        self._stats.add(prefetched=1)
-        with self._lock:
-            self._landed[action_id] = max(compute_ms, 0)
-        self._settle(action_id, ARRIVED)
+            return False
+        if record:
+            with self._lock:
+                self._landed[action_id] = held.compute_ms
+        return True
 
     def _settle(self, action_id: bytes, state: str) -> None:
         with self._lock:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cacheprog.manifest import decode
-from tests.emulator import start_emulator
+from tests.emulator import Emulator, start_emulator
 from tests.gate.conftest import token_config
 from tests.gatefixture import GateProcess, start_gate
 from tests.gohelpers import GoRun, Machine, write_module
@@ -41,6 +41,7 @@ class Setup:
         self.keys = keys  # the manifest keys stored in the namespace, from the backend's own listing
         self.repo = tmp / "ci" / "job1" / "repo"
         self.count = 0
+        self.emulator: Emulator | None = None
 
     def checkout(self, name: str) -> Path:
         """A clone of the repository at a path of its own, as another CI job has it."""
@@ -94,6 +95,7 @@ def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         if request.param == "gcs":
             prefix = f"manifests/{NS}/"
             setup = Setup("gcs", gate, tmp, lambda: [n.removeprefix(prefix) for n in emulator.object_names(prefix)])
+            setup.emulator = emulator
         else:
             root = gate.storage_path / "manifests" / NS
             setup = Setup("local", gate, tmp, lambda: sorted(p.name for p in root.iterdir()) if root.is_dir() else [])
@@ -112,8 +114,14 @@ def test_a_reader_in_another_checkout_is_served_by_the_prefetch(setup: Setup) ->
     stored = setup.requests("put_manifest", 204)
     assert stored == 1  # the writer's
 
+    def reads() -> int:
+        return 0 if setup.emulator is None else sum(
+            1 for r in setup.emulator.requests() if r.kind == "media" and r.status == 200)
+
+    reads_before = reads()
     reader = setup.machine("reader-token")
-    run = setup.build(reader, setup.checkout("job2"))
+    clone = setup.checkout("job2")
+    run = setup.build(reader, clone)
     s = run.stats
     assert s["prefetched"] > 0 and s["prefetch_bytes"] > 0 and s["corrupt"] == 0 and s["remote_errors"] == 0, s
     assert s["local_hits"] == 0 and s["remote_hits"] >= 0.9 * s["gets"], s
@@ -125,6 +133,15 @@ def test_a_reader_in_another_checkout_is_served_by_the_prefetch(setup: Setup) ->
     assert s["manifests_sent"] == 0
     assert setup.requests("put_manifest", 204) == stored
     assert setup.manifests() == before
+    if setup.emulator is not None:  # one GCS read per entry, streamed or fetched alone (and one for the manifest)
+        expected = 1 + s["prefetched"] + s["remote_hits"] - s["prefetch_hits"]
+        assert expected <= reads() - reads_before <= expected + 2, s  # + the gate's own (usage ledger) reads
+
+    # The next go command of the job shares the L1: the prefetch asks only for what L1 lacks (the
+    # entries the first one held in memory and never used).
+    again = setup.build(reader, clone).stats
+    assert again["local_hits"] == again["gets"] and again["prefetch_hits"] == 0, again
+    assert again["prefetched"] <= s["prefetch_wasted"] and again["prefetch_bytes"] < s["prefetch_bytes"] / 4, again
 
 
 def test_without_a_manifest_the_build_goes_the_normal_way(setup: Setup) -> None:
