@@ -6,21 +6,26 @@ in a context variable. The first call of a task creates the tally; the request's
 *binds* it to the request's ``Dims`` (``bind_current``), which adds what it holds to the ledger and
 forwards every later call made in that context, such as the retention touch a hit starts in the
 background (a task created from the request copies its context, tally included). A tally nobody
-bound when its task ends (readiness probes, admin listings, the ledger's own writes) is charged to
-the namespace of the entry it touched (subject ``(gate)``), or to ``GATE_DIMS`` for keys outside
-``ac/``. So every call is counted exactly once, and the hit path pays one context lookup.
+bound by the time its task ended (readiness probes, admin listings, the ledger's own writes) is
+charged, when the wrapper next sweeps its tallies, to the namespace of the entry it touched (subject
+``(gate)``), or to ``GATE_DIMS`` for keys outside ``ac/``. So every call is counted exactly once.
+
+Sweeping every ``_SWEEP`` tallies (and before each ledger flush) instead of a done-callback per task
+keeps the hit path cheap: a task's done-callbacks are scheduled as one more event loop turn each,
+which measured about 3 µs per hit here.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from contextvars import ContextVar
+from typing import Any
 
 from ..entries import ENTRY_PREFIX
 from ..storage.base import Body, ListPage, ObjectInfo, ObjectReader, Storage
 from ..storage.metered import OP_CLASS
-from .counters import GATE, GATE_DIMS, Dims
+from .counters import GATE, GATE_DIMS, OP_FIELD, Counts, Dims
 
 __all__ = ["AttributedStorage", "OpSink", "OpTally", "bind_context", "bind_current"]
 
@@ -31,37 +36,45 @@ OpSink = Callable[[Dims, str, int], None]
 class OpTally:
     """Operations of one request: held until bound, then forwarded."""
 
-    __slots__ = ("_held", "_sink", "dims")
+    __slots__ = ("_held", "_sink", "dims", "task")
 
-    def __init__(self, sink: OpSink) -> None:
+    def __init__(self, sink: OpSink, task: asyncio.Task[object] | None = None) -> None:
         self._sink = sink
-        self._held: dict[tuple[str, str | None], int] = {}  # (op class, namespace of the key) -> calls
+        self._held: list[tuple[str, str]] = []  # (op class, key) until bound
         self.dims: Dims | None = None
+        self.task = task  # the task that made it
 
     def record(self, op_class: str, key: str) -> None:
         if self.dims is not None:
             self._sink(self.dims, op_class, 1)
-            return
-        namespace = _namespace_of(key)
-        self._held[op_class, namespace] = self._held.get((op_class, namespace), 0) + 1
+        else:
+            self._held.append((op_class, key))
 
-    def bind(self, dims: Dims) -> None:
+    def bind(self, dims: Dims, counts: Counts | None = None) -> None:
+        """Charge ``dims`` from now on, and add what was held (to ``counts``, its row, if given)."""
         if self.dims is not None:
             return
         self.dims = dims
-        held, self._held = self._held, {}
-        for (op_class, _), n in held.items():
-            self._sink(dims, op_class, n)
+        self.task = None  # settled for good: the task may go
+        held, self._held = self._held, []
+        for op_class, _ in held:
+            if counts is None:
+                self._sink(dims, op_class, 1)
+            else:
+                field = OP_FIELD[op_class]
+                setattr(counts, field, getattr(counts, field) + 1)
 
-    def settle(self, _task: object = None) -> None:
-        """At the end of the task that made it, if no request claimed it: charge the namespaces of the
-        entries it touched, and the gate for the rest."""
+    def settle(self) -> None:
+        """Its task ended and no request claimed it: charge the namespaces of the entries it touched,
+        and the gate for the rest."""
         if self.dims is not None:
             return
-        held, self._held = self._held, {}
-        for (op_class, namespace), n in held.items():
-            self._sink(GATE_DIMS if namespace is None else Dims(namespace, GATE, "", ""), op_class, n)
+        held, self._held = self._held, []
+        for op_class, key in held:
+            namespace = _namespace_of(key)
+            self._sink(GATE_DIMS if namespace is None else Dims(namespace, GATE, "", ""), op_class, 1)
         self.dims = GATE_DIMS
+        self.task = None
 
 
 def _namespace_of(key: str) -> str | None:
@@ -72,11 +85,13 @@ def _namespace_of(key: str) -> str | None:
     return namespace if namespace and slash else None
 
 
+_SWEEP = 1024
 _current: ContextVar[OpTally | None] = ContextVar("gocachegate_usage_ops", default=None)
 
 
-def bind_current(dims: Dims) -> None:
-    """Charge the operations of the running request (so far, and later in its context) to ``dims``.
+def bind_current(dims: Dims, counts: Counts | None = None) -> None:
+    """Charge the operations of the running request (so far, and later in its context) to ``dims``;
+    ``counts``, if given, is the row of ``dims`` the caller holds (saves looking it up again).
 
     The context forgets the tally, so that a keep-alive client whose requests share one context (as
     in-process test clients do) starts the next request afresh.
@@ -84,7 +99,7 @@ def bind_current(dims: Dims) -> None:
     tally = _current.get()
     if tally is not None:
         _current.set(None)
-        tally.bind(dims)
+        tally.bind(dims, counts)
 
 
 def bind_context(dims: Dims, sink: OpSink) -> None:
@@ -103,46 +118,67 @@ class AttributedStorage:
         self.inner = inner
         self.name = inner.name
         self._sink = sink
+        self._open: list[OpTally] = []  # made since the last sweep (most are bound by now)
+        self._sweep_at = _SWEEP
 
     def _record(self, op: str, key: str = "") -> None:
         tally = _current.get()
-        if tally is None:
-            tally = OpTally(self._sink)
+        # A task inherits its creator's tally with its context. A bound one is what it is there for
+        # (the touch a hit starts, a prefetch stream's reads); an unbound one belongs to a task that
+        # may never bind it (a request task inheriting from the server's own), so start afresh.
+        if tally is None or (tally.dims is None and tally.task is not asyncio.current_task()):
+            tally = OpTally(self._sink, asyncio.current_task())
             _current.set(tally)
-            task = asyncio.current_task()
-            if task is None:  # not in a task (never in the gate): nobody can bind it later
-                tally.settle()
-            else:
-                task.add_done_callback(tally.settle)
+            self._open.append(tally)
+            if len(self._open) >= self._sweep_at:
+                self.sweep()
         tally.record(OP_CLASS[op], key)
 
-    async def read(self, key: str) -> ObjectReader | None:
+    def sweep(self) -> None:
+        """Settle the tallies whose task ended unclaimed; forget the bound ones."""
+        still_open = []
+        for tally in self._open:
+            if tally.dims is not None:
+                continue
+            if tally.task is None or tally.task.done():
+                tally.settle()
+            else:
+                still_open.append(tally)
+        self._open = still_open
+        self._sweep_at = max(_SWEEP, 2 * len(still_open))  # tasks that live long do not make it quadratic
+
+    # Each call hands back the inner backend's coroutine instead of awaiting it in a coroutine of its
+    # own: one frame less per storage call (the hit path makes one).
+
+    def read(self, key: str) -> Coroutine[Any, Any, ObjectReader | None]:
         self._record("read", key)
-        return await self.inner.read(key)
+        return self.inner.read(key)
 
-    async def write(self, key: str, body: Body, size: int, metadata: Mapping[str, str], *, create_only: bool) -> bool:
+    def write(
+        self, key: str, body: Body, size: int, metadata: Mapping[str, str], *, create_only: bool
+    ) -> Coroutine[Any, Any, bool]:
         self._record("write", key)
-        return await self.inner.write(key, body, size, metadata, create_only=create_only)
+        return self.inner.write(key, body, size, metadata, create_only=create_only)
 
-    async def stat(self, key: str) -> ObjectInfo | None:
+    def stat(self, key: str) -> Coroutine[Any, Any, ObjectInfo | None]:
         self._record("stat", key)
-        return await self.inner.stat(key)
+        return self.inner.stat(key)
 
-    async def delete(self, key: str) -> bool:
+    def delete(self, key: str) -> Coroutine[Any, Any, bool]:
         self._record("delete", key)
-        return await self.inner.delete(key)
+        return self.inner.delete(key)
 
-    async def list(self, prefix: str, *, page_token: str | None = None, limit: int = 1000) -> ListPage:
+    def list(self, prefix: str, *, page_token: str | None = None, limit: int = 1000) -> Coroutine[Any, Any, ListPage]:
         self._record("list", prefix)
-        return await self.inner.list(prefix, page_token=page_token, limit=limit)
+        return self.inner.list(prefix, page_token=page_token, limit=limit)
 
-    async def touch(self, key: str) -> None:
+    def touch(self, key: str) -> Coroutine[Any, Any, None]:
         self._record("touch", key)
-        await self.inner.touch(key)
+        return self.inner.touch(key)
 
-    async def check(self) -> None:
+    def check(self) -> Coroutine[Any, Any, None]:
         self._record("check")
-        await self.inner.check()
+        return self.inner.check()
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Final
+from typing import Final, NamedTuple
 
 __all__ = ["FIELDS", "GATE", "GATE_DIMS", "OP_FIELD", "OTHER", "SESSION_FIELDS", "Counts", "Dims"]
 
@@ -20,8 +20,9 @@ GATE: Final = "(gate)"
 OTHER: Final = "(other)"
 
 
-@dataclass(frozen=True, slots=True)
-class Dims:
+class Dims(NamedTuple):
+    """A tuple: made and hashed on every request, in C."""
+
     namespace: str
     subject: str
     job: str  # Prow's JOB_NAME (X-Gocachegate-Job, or the session report's job_name); "" if none

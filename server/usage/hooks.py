@@ -31,6 +31,7 @@ __all__ = [
 
 JOB_HEADER = "x-gocachegate-job"
 JOB_TYPE_HEADER = "x-gocachegate-job-type"
+_JOB, _JOB_TYPE = JOB_HEADER.encode(), JOB_TYPE_HEADER.encode()
 _LABEL_MAX = 128
 
 #: Called when a prefetch stream ends: ``(entries sent, entries missing, bytes sent)``.
@@ -41,8 +42,15 @@ def _label(value: str | None) -> str:
     return "" if value is None else value.strip()[:_LABEL_MAX]
 
 
-def _dims(access: Access, job: str | None, job_type: str | None) -> Dims:
-    return Dims(access.namespace, access.principal.subject, _label(job), _label(job_type))
+def _request_dims(request: Request, access: Access) -> Dims:
+    """The row of this request: one pass over the raw headers (this runs on every hit)."""
+    job = job_type = ""
+    for name, value in request.scope["headers"]:
+        if name == _JOB:
+            job = value.decode("latin-1").strip()[:_LABEL_MAX]
+        elif name == _JOB_TYPE:
+            job_type = value.decode("latin-1").strip()[:_LABEL_MAX]
+    return Dims(access.namespace, access.principal.subject, job, job_type)
 
 
 def count_get(request: Request, access: Access, hit: Hit | None) -> None:
@@ -50,8 +58,7 @@ def count_get(request: Request, access: Access, hit: Hit | None) -> None:
     ledger: UsageLedger = request.app.state.usage
     if not ledger.enabled:
         return
-    headers = request.headers
-    dims = _dims(access, headers.get(JOB_HEADER), headers.get(JOB_TYPE_HEADER))
+    dims = _request_dims(request, access)
     counts = ledger.row(dims)
     counts.requests += 1
     if hit is None:
@@ -60,7 +67,7 @@ def count_get(request: Request, access: Access, hit: Hit | None) -> None:
         counts.hits += 1
         counts.bytes_out += hit.length
         counts.compute_ms_saved += hit.header.compute_ms or 0
-    bind_current(dims)
+    bind_current(dims, counts)
 
 
 def count_put(request: Request, access: Access, result: PutResult | None) -> None:
@@ -68,8 +75,7 @@ def count_put(request: Request, access: Access, result: PutResult | None) -> Non
     ledger: UsageLedger = request.app.state.usage
     if not ledger.enabled:
         return
-    headers = request.headers
-    dims = _dims(access, headers.get(JOB_HEADER), headers.get(JOB_TYPE_HEADER))
+    dims = _request_dims(request, access)
     counts = ledger.row(dims)
     counts.requests += 1
     if result is None:
@@ -80,7 +86,7 @@ def count_put(request: Request, access: Access, result: PutResult | None) -> Non
         counts.puts_present += 1
     if result is not None:
         counts.bytes_in += result.received
-    bind_current(dims)
+    bind_current(dims, counts)
 
 
 def count_session(request: Request, access: Access, report: SessionReport) -> None:
@@ -88,8 +94,9 @@ def count_session(request: Request, access: Access, report: SessionReport) -> No
     ledger: UsageLedger = request.app.state.usage
     if not ledger.enabled:
         return
-    headers = request.headers
-    dims = _dims(access, report.job_name or headers.get(JOB_HEADER), report.job_type or headers.get(JOB_TYPE_HEADER))
+    dims = _request_dims(request, access)
+    if report.job_name or report.job_type:
+        dims = dims._replace(job=_label(report.job_name), job_type=_label(report.job_type))
     counts = ledger.row(dims)
     counts.sessions += 1
     for name in SESSION_FIELDS:
@@ -108,8 +115,7 @@ def count_prefetch(request: Request, access: Access) -> PrefetchUsage:
     ledger: UsageLedger = request.app.state.usage
     if not ledger.enabled:
         return lambda sent, missing, sent_bytes: None
-    headers = request.headers
-    dims = _dims(access, headers.get(JOB_HEADER), headers.get(JOB_TYPE_HEADER))
+    dims = _request_dims(request, access)
     ledger.charge_context(dims)
 
     def done(sent: int, missing: int, sent_bytes: int) -> None:

@@ -58,10 +58,14 @@ class UsageLedger:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._failing = False
+        self._attributed: AttributedStorage | None = None
 
     def attribute(self, backend: Storage) -> Storage:
         """The backend, wrapped so that its operations are charged to the requests that cause them."""
-        return AttributedStorage(backend, self._add_ops) if self.enabled else backend
+        if not self.enabled:
+            return backend
+        self._attributed = AttributedStorage(backend, self._add_ops)
+        return self._attributed
 
     def row(self, dims: Dims) -> Counts:
         """The counts of ``dims`` in the current hour, to add to."""
@@ -116,6 +120,8 @@ class UsageLedger:
         if storage is None or not self.enabled:
             return 0
         async with self._lock:
+            if self._attributed is not None:
+                self._attributed.sweep()  # operations no request claimed count before they are written
             now = current_hour()
             written = 0
             try:

@@ -115,7 +115,6 @@ def test_usage_and_cost_report(live: Cache, tmp_path: Path) -> None:
 
 def test_errors_are_one_line_with_their_exit_status(live: Cache, tmp_path: Path) -> None:
     one_line_error(admin(live, "stats", token=None), 1, "401 unauthorized: missing bearer token (set GOCACHEGATE")
-    one_line_error(admin(live, "stats", token="wrong"), 1, "401 unauthorized")
     one_line_error(admin(live, "stats", token=READER), 1, "403 forbidden: role reader is not admin")
     unreachable = f"http://127.0.0.1:{free_port()}"
     one_line_error(admin(live, "stats", "--url", unreachable), 1, f"cannot reach the gate at {unreachable}")
@@ -129,5 +128,4 @@ def test_errors_are_one_line_with_their_exit_status(live: Cache, tmp_path: Path)
 
     usage = admin(live, "ls", "--limit", "0")
     assert usage.returncode == 2 and "--limit: want a positive number" in usage.stderr
-    assert admin(live).returncode == 2  # no command
     assert admin(live, "cost-report", "--format", "pdf").returncode == 2
