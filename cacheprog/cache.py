@@ -36,6 +36,7 @@ __all__ = ["Cache"]
 
 _COMPRESS_MIN_BYTES = 512
 _UPLOAD_THREADS = 8
+_REPORT_CORRUPT = 64  # corrupt entries named in one session report at most (the gate's bound too)
 
 
 def _say(message: str) -> None:
@@ -58,6 +59,7 @@ class Cache:
         self._upload = remote is not None and not cfg.read_only
         self._started = time.monotonic()
         self._scratch: L1 | None = None  # where entries go once L1 cannot be written
+        self._corrupt: list[str] = []  # actions whose remote body was corrupt (sent with the session)
         self.recorder = Recorder()  # what go used: the manifest a writer sends at close
         self._key: CommandKey | None = None
         self.prefetch: Prefetch | None = None
@@ -160,6 +162,7 @@ class Cache:
         except CorruptBody as exc:
             download.finish(ok=False)
             self.stats.add(corrupt=1, bytes_downloaded=download.wire_bytes)
+            self._reported(action_id)
             self.say_once("corrupt", f"discarded a remote entry that is not what it claims ({exc}; "
                                      f"action {action_id.hex()[:16]}…)")
             return None
@@ -179,11 +182,19 @@ class Cache:
         self.stats.add(bytes_downloaded=download.wire_bytes)
         if entry is None:
             self.stats.add(corrupt=1)
+            self._reported(action_id)
             self.say_once("corrupt", f"discarded a remote entry whose body does not match its digest "
                                       f"(action {action_id.hex()[:16]}…)")
             return None
         self.stats.add(compute_ms_saved=download.compute_ms)
         return entry
+
+    def _reported(self, action_id: bytes) -> None:
+        """Remember a corrupt entry for the session report: the gate checks it and removes it, or
+        every later job would meet it again (puts are create-only: a good put never replaces it)."""
+        with self._lock:
+            if len(self._corrupt) < _REPORT_CORRUPT:
+                self._corrupt.append(action_id.hex())
 
     # -- put ---------------------------------------------------------------------------------------
 
@@ -278,6 +289,8 @@ class Cache:
                 report.update({k.lower(): v for k, v in self.cfg.job.items()})
                 report["duration_ms"] = int((time.monotonic() - self._started) * 1000)
                 report["helper_version"] = __version__
+                if self._corrupt:
+                    report["corrupt_actions"] = list(self._corrupt)
                 with contextlib.suppress(RemoteError):  # best effort: the stats file has them too
                     self.remote.post_session(report)
         if self.cfg.stats_file:

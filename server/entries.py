@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import struct
@@ -257,6 +258,37 @@ class EntryService:
                 raise CorruptEntry("no such entry (the stored one was unreadable and has been removed)") from exc
             return Hit(header, None, header.size, body=plain)
         return Hit(header, None, header.size, chunks=decompressed_chunks(_payload_chunks(first, reader), header.size))
+
+    async def verify(self, namespace: str, action: str) -> bool | None:
+        """Read an entry whole and check it against its header (size, SHA-256 of the decoded bytes);
+        remove it if it fails. True: whole; False: it was corrupt and is gone; None: no such entry.
+        A client's say-so never removes an entry: this check does (one storage read)."""
+        try:
+            hit = await self.get(namespace, action, accept_zstd=False)
+        except CorruptEntry:
+            return False
+        if hit is None:
+            return None
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            if hit.body is not None:
+                digest.update(hit.body)
+                size = len(hit.body)
+            else:
+                assert hit.chunks is not None
+                async for chunk in hit.chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+        except StorageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - zstandard raises ZstdError, and plain Exception for some
+            await self._remove_corrupt(entry_key(namespace, action), exc)
+            return False
+        if size != hit.header.size or digest.hexdigest() != hit.header.output_id:
+            await self._remove_corrupt(entry_key(namespace, action), ValueError("digest or size mismatch"))
+            return False
+        return True
 
     async def _remove_corrupt(self, key: str, exc: BaseException) -> None:
         log.warning("removing unreadable entry %s: %s", key, exc)

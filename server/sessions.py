@@ -3,20 +3,33 @@
 Today the counters are added to Prometheus per namespace; the usage ledger hooks into
 ``record_session`` to attribute them per subject and job as well. Rights never come from a
 report: the job fields are labels for reports only.
+
+A report may name entries whose bodies failed the helper's digest check (``corrupt_actions``).
+The gate reads each one again and removes it only if its own check fails too, so a stored entry
+that went bad stops costing every job a miss (puts are create-only: a good put would never
+replace it), while a report can never remove a good entry.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, StringConstraints
 
+from .entries import EntryService
 from .identity import Principal
 from .metrics import GateMetrics
+from .storage.base import StorageError
 
-__all__ = ["COUNTER_FIELDS", "SessionReport", "record_session"]
+__all__ = ["COUNTER_FIELDS", "MAX_REPORTED_CORRUPT", "SessionReport", "check_reported", "record_session"]
+
+log = logging.getLogger("gocachegate.sessions")
 
 _Label = Annotated[str, StringConstraints(max_length=256)] | None
+_ActionId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+#: Entries one report may ask the gate to check (each costs one storage read).
+MAX_REPORTED_CORRUPT = 64
 
 
 class SessionReport(BaseModel):
@@ -48,6 +61,7 @@ class SessionReport(BaseModel):
     repo_name: _Label = None
     pull_number: Annotated[_Label, Field(coerce_numbers_to_str=True)] = None
     helper_version: _Label = None
+    corrupt_actions: list[_ActionId] = Field(default_factory=list, max_length=MAX_REPORTED_CORRUPT)
 
 
 COUNTER_FIELDS: tuple[str, ...] = tuple(
@@ -62,3 +76,16 @@ def record_session(metrics: GateMetrics, namespace: str, principal: Principal, r
         value = getattr(report, name)
         if value:
             metrics.session_counts(namespace, name).inc(value)
+
+
+async def check_reported(entries: EntryService, metrics: GateMetrics, namespace: str, actions: list[str]) -> None:
+    """Check the entries a report says were corrupt; remove (and count) those that are. Runs after
+    the answer; a storage failure leaves the rest for a later report."""
+    for action in dict.fromkeys(actions):
+        try:
+            whole = await entries.verify(namespace, action)
+        except StorageError as exc:
+            log.info("could not check reported entry %s/%s: %s", namespace, action, exc)
+            return
+        if whole is False:
+            metrics.corrupt(namespace).inc()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 
 from ..deps import CurrentPrincipal, NamespaceReader
-from ..sessions import SessionReport, record_session
+from ..sessions import SessionReport, check_reported, record_session
 from ..usage.hooks import count_session
 
 __all__ = ["router"]
@@ -19,7 +19,11 @@ async def whoami(principal: CurrentPrincipal) -> dict[str, object]:
 
 
 @router.post("/v1/ns/{ns:path}/sessions", name="post_session", status_code=202)
-async def post_session(request: Request, report: SessionReport, access: NamespaceReader) -> dict[str, str]:
-    record_session(access.gate.metrics, access.namespace, access.principal, report)
+async def post_session(request: Request, report: SessionReport, access: NamespaceReader,
+                       background: BackgroundTasks) -> dict[str, str]:
+    gate = access.gate
+    record_session(gate.metrics, access.namespace, access.principal, report)
     count_session(request, access, report)
+    if report.corrupt_actions:
+        background.add_task(check_reported, gate.entries, gate.metrics, access.namespace, report.corrupt_actions)
     return {"status": "accepted"}
