@@ -9,19 +9,23 @@ reaches the helper, whose SHA-256 (or zstd decoder) refuses it (``corrupt`` in i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import struct
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import StartGate
 from tests.emulator import Emulator, start_emulator
+from tests.gatefixture import GateProcess
 from tests.gohelpers import Machine
 from tests.reliability.support import Reference, digest, fill_gate, l1_entries, metric
 
@@ -153,10 +157,48 @@ def test_damaged_entries_are_counted_misses_and_the_build_is_right(
     s = run.stats
     assert {d.action for d in damaged} <= asked(gate.log()[seen:])
     by_helper = [d for d in damaged if not d.seen_by_gate]
-    by_gate = [d for d in damaged if d.seen_by_gate]
     assert s["corrupt"] == len(by_helper), (s, damaged)
     assert s["remote_errors"] == 0 and s["remote_hits"] + s["misses"] == s["gets"], s
     assert s["misses"] >= len(damaged)  # each damaged entry was computed again
-    assert metric(gate.url, "gocachegate_cache_corrupt_entries_total", namespace=NS) == len(by_gate)
     assert run.stderr.count("discarded a remote entry") == 1, run.stderr  # said once, counted always
     assert not list((tmp_path / "m" / "l1").glob("*/.tmp-*"))
+
+    # The helper named them in its session report; the gate checked each and removed it.
+    deadline = time.monotonic() + 20
+    while (left := [d for d in damaged if state(gate, d.action) == "corrupt"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"still stored: {left}"
+    # Each counted once: at the hit by the gate's own check (cut plain ones), or when it checked a report.
+    assert metric(gate.url, "gocachegate_cache_corrupt_entries_total", namespace=NS) == len(damaged)
+    # So the next job meets none of them, and its puts store them whole again.
+    healed = Machine(tmp_path / "healed", gate.url, GOCACHEGATE_NAMESPACE=NS)
+    after = healed.go("build", "-o", str(tmp_path / "healed.bin"), ".", cwd=reference.module).check()
+    assert after.stats["corrupt"] == 0 and digest(tmp_path / "healed.bin") == reference.binary_sha
+    assert {state(gate, d.action) for d in damaged} == {"whole"}, "the next job's puts did not store them again"
+
+
+def state(gate: GateProcess, action: str) -> str:
+    """What the gate serves for an action: "absent", "whole", or "corrupt" (httpx decodes zstd)."""
+    try:
+        resp = httpx.get(f"{gate.url}/v1/ns/{NS}/actions/{action}", timeout=10)
+    except httpx.DecodingError:
+        return "corrupt"
+    if resp.status_code == 404:
+        return "absent"
+    assert resp.status_code == 200, resp.text
+    return "whole" if hashlib.sha256(resp.content).hexdigest() == resp.headers["X-Go-Output-Id"] else "corrupt"
+
+
+def test_a_report_cannot_remove_a_good_entry(gate_factory: StartGate) -> None:
+    gate = gate_factory()
+    body = b"a good entry\n" * 100
+    action = hashlib.sha256(b"good").hexdigest()
+    headers = {"X-Go-Output-Id": hashlib.sha256(body).hexdigest(), "X-Go-Size": str(len(body))}
+    assert httpx.put(f"{gate.url}/v1/ns/{NS}/actions/{action}", content=body, headers=headers).status_code == 201
+    report = {"gets": 1, "misses": 1, "corrupt": 1, "corrupt_actions": [action, "0" * 64]}
+    assert httpx.post(f"{gate.url}/v1/ns/{NS}/sessions", json=report).status_code == 202
+    bad = httpx.post(f"{gate.url}/v1/ns/{NS}/sessions", json={"corrupt_actions": ["../../etc"]})
+    assert bad.status_code == 400 and bad.json()["error"]
+    time.sleep(0.5)
+    assert state(gate, action) == "whole"
+    assert metric(gate.url, "gocachegate_cache_corrupt_entries_total", namespace=NS) == 0
