@@ -60,7 +60,7 @@ def handshake_ms(times: int, l1: Path) -> Series:
 
 
 def l1_warm(ctx: Context, tools: Tools) -> list[Row]:
-    reps = 5 if ctx.quick else 15
+    reps = 3 if ctx.quick else 15
     step = Workloads(ctx).hello()
     try:
         native = ctx.once("native-warm:hello",
