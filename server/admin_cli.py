@@ -135,14 +135,14 @@ def _ms(value: int | None) -> str:
 def _stats(gate: _Gate, args: argparse.Namespace) -> None:
     data = gate.json("GET", "/v1/admin/stats")
     if args.json:
-        return _print_json(data)
+        _print_json(data)
+        return
     rows = [
         [ns, f"{s['entries']:,}", human_bytes(s["bytes"]), human_bytes(s["stored_bytes"])]
         for ns, s in data["namespaces"].items()
     ]
     rows.append(["TOTAL", f"{data['entries']:,}", human_bytes(data["bytes"]), human_bytes(data["stored_bytes"])])
     _table(["NAMESPACE", "ENTRIES", "SIZE", "STORED"], rows)
-    return None
 
 
 def _ls(gate: _Gate, args: argparse.Namespace) -> None:
@@ -160,7 +160,8 @@ def _ls(gate: _Gate, args: argparse.Namespace) -> None:
         if token is None:
             break
     if args.json:
-        return _print_json({"entries": found, "next_page_token": token})
+        _print_json({"entries": found, "next_page_token": token})
+        return
     rows = [
         [
             e["namespace"],
@@ -180,26 +181,25 @@ def _ls(gate: _Gate, args: argparse.Namespace) -> None:
         print(f"(more entries: raise --limit, now {args.limit})", file=sys.stderr)
     elif not rows:
         print("no entries", file=sys.stderr)
-    return None
 
 
 def _show(gate: _Gate, args: argparse.Namespace) -> None:
     data = gate.json("GET", f"/v1/admin/entries/{args.namespace}/{args.action}")
     if args.json:
-        return _print_json(data)
+        _print_json(data)
+        return
     width = max(len(k) for k in data)
     for key, value in data.items():
         shown = human_bytes(value) + f" ({value:,} bytes)" if key in ("size", "stored_size") else value
         print(f"{key.ljust(width)}  {'-' if shown is None else shown}")
-    return None
 
 
 def _rm(gate: _Gate, args: argparse.Namespace) -> None:
     gate.call("DELETE", f"/v1/admin/entries/{args.namespace}/{args.action}")
     if args.json:
-        return _print_json({"deleted": 1})
+        _print_json({"deleted": 1})
+        return
     print(f"deleted {args.namespace}/{args.action}")
-    return None
 
 
 def _purge(gate: _Gate, args: argparse.Namespace) -> None:
@@ -224,19 +224,20 @@ def _purge(gate: _Gate, args: argparse.Namespace) -> None:
                 flush=True,
             )
     if args.json:
-        return _print_json({**total, "dry_run": args.dry_run})
+        _print_json({**total, "dry_run": args.dry_run})
+        return
     print(
         f"{verb} {total['deleted']:,} entries, {human_bytes(total['bytes'])} "
         f"({human_bytes(total['stored_bytes'])} stored), of {total['scanned']:,} looked at"
     )
-    return None
 
 
 def _usage(gate: _Gate, args: argparse.Namespace) -> None:
     params = {"since": args.since, "until": args.until, "group_by": args.group_by}
     data = gate.json("GET", "/v1/admin/usage", params=params)
     if args.json:
-        return _print_json(data)
+        _print_json(data)
+        return
     groups: list[str] = data["group_by"]
     print(f"{data['since']} to {data['until']}", file=sys.stderr)
     head = [g.upper() for g in groups]
@@ -261,7 +262,6 @@ def _usage(gate: _Gate, args: argparse.Namespace) -> None:
     rows = [line([r[g] or "-" for g in groups], r) for r in data["rows"]]
     rows.append(line(["TOTAL", *[""] * (len(groups) - 1)], data["totals"]))
     _table(head, rows, left=len(groups))
-    return None
 
 
 def _cost_report(gate: _Gate, args: argparse.Namespace) -> None:
@@ -281,15 +281,14 @@ def _cost_report(gate: _Gate, args: argparse.Namespace) -> None:
         print(f"wrote {args.output} ({fmt}){summary}", file=sys.stderr)
     else:
         sys.stdout.write(text)
-    return None
 
 
 def _compact(gate: _Gate, args: argparse.Namespace) -> None:
     data = gate.json("POST", "/v1/admin/usage/compact", json={"older_than": args.older_than})
     if args.json:
-        return _print_json(data)
+        _print_json(data)
+        return
     print(f"compacted {data['segments']:,} hour segments into {data['days']:,} day objects")
-    return None
 
 
 # -- parser ----------------------------------------------------------------------------------------

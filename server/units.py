@@ -11,14 +11,14 @@ _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 def human_bytes(n: int | float) -> str:
     """``1536`` → ``1.5 KiB``; three significant digits at most."""
-    value = float(n)
-    for unit in _UNITS:
-        if abs(value) < 1024 or unit == _UNITS[-1]:
-            if unit == "B":
-                return f"{int(value)} B"
-            return f"{value:.3g} {unit}" if value < 1000 else f"{value:.0f} {unit}"
+    value, step = float(n), 0
+    while abs(value) >= 1024 and step < len(_UNITS) - 1:
         value /= 1024
-    raise AssertionError("unreachable")
+        step += 1
+    unit = _UNITS[step]
+    if unit == "B":
+        return f"{int(value)} B"
+    return f"{value:.3g} {unit}" if value < 1000 else f"{value:.0f} {unit}"
 
 
 def _small(value: float) -> str:
