@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Debian's chromium, for the browser test of the HTML cost report (tests/admin/test_report_browser.py):
 # the page is loaded headless and checked for console errors and rendered charts. Idempotent and
-# quiet when chromium is already there; apt-get needs root (or sudo).
+# quiet when chromium is already there. apt-get needs root or sudo; without either this only warns,
+# and the test skips (or fails, under CI).
 set -euo pipefail
 if command -v chromium >/dev/null 2>&1; then
   exit 0
 fi
 as_root=()
 if [ "$(id -u)" != 0 ]; then
-  command -v sudo >/dev/null 2>&1 || { echo "chromium.sh: installing chromium needs root or sudo" >&2; exit 1; }
+  if ! command -v sudo >/dev/null 2>&1; then
+    echo "chromium.sh: not installing chromium (needs root or sudo); the browser test will skip" >&2
+    exit 0
+  fi
   as_root=(sudo -n)
 fi
 log="$(mktemp)"
