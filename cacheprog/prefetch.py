@@ -266,7 +266,7 @@ class Prefetch:
             return self._landed.pop(action_id, None)
 
     def close(self) -> None:
-        """Cancel what is still streaming and count what was landed for nothing."""
+        """Cancel what is still streaming and count what was received for nothing."""
         self._stop.set()
         stream = self._stream
         if stream is not None:
