@@ -11,6 +11,7 @@ from html import escape
 
 from ..units import hours, human_bytes, money, percent, times
 from .charts import bars, columns
+from .render import table_head, table_numbers
 from .report import CostReport, CostRow
 
 __all__ = ["to_html"]
@@ -97,25 +98,11 @@ def _charts(report: CostReport) -> list[str]:
 
 def _table(report: CostReport) -> list[str]:
     by_job = report.group_by == "job"
-    head = ["namespace", *(["job"] if by_job else [])]
-    head += ["entries", "stored", "requests", "hit ratio", "storage", "operations", "egress", "total"]
-    head += ["CPU hours saved", "saved", "return"]
+    head = table_head(by_job)
     out = ["<table>", "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr></thead>", "<tbody>"]
     for row in [*report.rows, report.totals]:
         texts = [row.namespace, *([row.job or ""] if by_job else [])]
-        numbers = [
-            f"{row.entries:,}",
-            human_bytes(row.stored_bytes),
-            f"{row.requests:,}",
-            percent(row.hit_ratio),
-            money(row.storage_usd),
-            money(row.operations_usd),
-            money(row.egress_usd),
-            money(row.total_usd),
-            hours(row.cpu_hours_saved),
-            money(row.saved_usd),
-            times(row.roi),
-        ]
+        numbers = table_numbers(row)
         cls = ' class="total"' if row is report.totals else ""
         cells = "".join(f'<td class="text">{escape(t)}</td>' for t in texts)
         cells += "".join(f"<td>{escape(n)}</td>" for n in numbers)

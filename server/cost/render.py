@@ -10,7 +10,7 @@ import io
 from ..units import hours, human_bytes, money, percent, times
 from .report import CostReport, CostRow
 
-__all__ = ["CONTENT_TYPES", "to_csv", "to_markdown"]
+__all__ = ["CONTENT_TYPES", "table_head", "table_numbers", "to_csv", "to_markdown"]
 
 CONTENT_TYPES = {
     "json": "application/json",
@@ -37,9 +37,16 @@ def _cell(text: str) -> str:
     return html.escape(text.replace("\\", "\\\\"), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
-def _md_row(row: CostRow, by_job: bool, bold: bool = False) -> str:
-    cells = [row.namespace, *([row.job or ""] if by_job else [])]
-    cells += [
+def table_head(by_job: bool) -> list[str]:
+    """The columns people read (Markdown and HTML): the label columns, then ``table_numbers``'s."""
+    head = ["namespace", *(["job"] if by_job else [])]
+    head += ["entries", "stored", "requests", "hit ratio", "storage", "operations", "egress", "total"]
+    return [*head, "CPU hours saved", "saved", "return"]
+
+
+def table_numbers(row: CostRow) -> list[str]:
+    """A row's figures, rounded and with units, in ``table_head``'s order."""
+    return [
         f"{row.entries:,}",
         human_bytes(row.stored_bytes),
         f"{row.requests:,}",
@@ -52,6 +59,10 @@ def _md_row(row: CostRow, by_job: bool, bold: bool = False) -> str:
         money(row.saved_usd),
         times(row.roi),
     ]
+
+
+def _md_row(row: CostRow, by_job: bool, bold: bool = False) -> str:
+    cells = [row.namespace, *([row.job or ""] if by_job else []), *table_numbers(row)]
     cells = [_cell(c) for c in cells]
     if bold:
         cells = [f"**{c}**" if c else c for c in cells]
@@ -61,9 +72,7 @@ def _md_row(row: CostRow, by_job: bool, bold: bool = False) -> str:
 def to_markdown(report: CostReport) -> str:
     by_job = report.group_by == "job"
     p = report.prices
-    head = ["namespace", *(["job"] if by_job else [])]
-    head += ["entries", "stored", "requests", "hit ratio", "storage", "operations", "egress", "total"]
-    head += ["CPU hours saved", "saved", "return"]
+    head = table_head(by_job)
     align = ["---"] * (2 if by_job else 1) + ["--:"] * (len(head) - (2 if by_job else 1))
     t = report.totals
     lines = [
