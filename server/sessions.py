@@ -53,6 +53,12 @@ class SessionReport(BaseModel):
     remote_wait_ms: NonNegativeInt = 0
     compute_ms_saved: NonNegativeInt = 0
     duration_ms: NonNegativeInt = 0
+    # the streamed prefetch (docs/prefetch.md)
+    prefetched: NonNegativeInt = 0
+    prefetch_hits: NonNegativeInt = 0
+    prefetch_bytes: NonNegativeInt = 0
+    prefetch_wasted: NonNegativeInt = 0
+    manifests_sent: NonNegativeInt = 0
 
     job_name: _Label = None
     job_type: _Label = None
