@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tests.gohelpers import helper_binary
 from tests.helper.driver import Helper, action
+from tests.reliability.support import stalled_listener
 
 
 def test_handshake_comes_first_and_fast(tmp_path: Path) -> None:
@@ -79,28 +80,8 @@ def test_malformed_requests_get_errors_not_a_crash(tmp_path: Path) -> None:
 
 def test_answers_out_of_order_while_remote_gets_wait(tmp_path: Path) -> None:
     """A get stuck on a slow gate must not hold up local answers behind it."""
-    import socket
-    import threading
-
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    port = listener.getsockname()[1]
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def stall() -> None:  # accepts connections and never answers
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(listener.accept()[0])
-            except OSError:
-                continue
-
-    threading.Thread(target=stall, daemon=True).start()
-    try:
-        h = Helper(tmp_path / "l1", GOCACHEGATE_URL=f"http://127.0.0.1:{port}", GOCACHEGATE_TIMEOUT="1.5",
-                   GOCACHEGATE_READ_ONLY="1")
+    with stalled_listener() as url:
+        h = Helper(tmp_path / "l1", GOCACHEGATE_URL=url, GOCACHEGATE_TIMEOUT="1.5", GOCACHEGATE_READ_ONLY="1")
         slow = h.send("get", action(1))  # goes to the stalled gate
         local = h.send("put", action(2), b"local body")
         first = h.read()
@@ -108,11 +89,6 @@ def test_answers_out_of_order_while_remote_gets_wait(tmp_path: Path) -> None:
         second = h.read()
         assert second == {"ID": slow, "Miss": True}
         h.close()
-    finally:
-        stop.set()
-        listener.close()
-        for s in accepted:
-            s.close()
 
 
 def test_version_and_help_without_go() -> None:
