@@ -43,7 +43,7 @@ from typing import NamedTuple
 
 from .l1 import L1, L1Entry, L1Error
 from .manifest import CommandKey, ManifestError, Stored, decode
-from .remote import PrefetchStream, Remote, RemoteError
+from .remote import PrefetchStream, Remote, RemoteError, bounded_chunks
 from .stats import Stats
 from .workers import Workers
 
@@ -192,13 +192,7 @@ def _decoded(payload: _Payload, size: int) -> Iterator[bytes]:
     import zstandard
 
     reader = zstandard.ZstdDecompressor().stream_reader(payload, read_size=_CHUNK)  # type: ignore[arg-type]
-    left = size + 1
-    while left > 0:
-        chunk = reader.read(min(_CHUNK, left))
-        if not chunk:
-            break
-        left -= len(chunk)
-        yield chunk
+    yield from bounded_chunks(reader, size)
 
 
 class Prefetch:

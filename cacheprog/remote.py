@@ -58,6 +58,18 @@ class Refused(RemoteError):
         self.status = status
 
 
+def bounded_chunks(reader: _Readable, size: int) -> Iterator[bytes]:
+    """Chunks of ``reader`` up to ``size`` + 1 bytes in all: one more than promised shows a bomb
+    or a lie without reading the rest."""
+    left = size + 1
+    while left > 0:
+        chunk = reader.read(min(_CHUNK, left))
+        if not chunk:
+            return
+        left -= len(chunk)
+        yield chunk
+
+
 class Download:
     """A hit being received: headers known, body still on the wire (read it with ``chunks``)."""
 
@@ -82,13 +94,10 @@ class Download:
 
             raw = zstandard.ZstdDecompressor().stream_reader(raw, read_size=_CHUNK)  # type: ignore[arg-type]
             undecodable = (zstandard.ZstdError,)
-        left = self.size + 1
+        received = 0
         try:
-            while left > 0:
-                chunk = raw.read(min(_CHUNK, left))
-                if not chunk:
-                    break
-                left -= len(chunk)
+            for chunk in bounded_chunks(raw, self.size):
+                received += len(chunk)
                 yield chunk
         except (http.client.HTTPException, OSError) as exc:
             raise RemoteError(f"body: {exc or type(exc).__name__}") from exc
@@ -96,12 +105,12 @@ class Download:
             if self._cut_short():
                 raise RemoteError(f"body cut short after {self.wire_bytes} bytes") from exc
             raise CorruptBody(f"body does not decode: {exc}") from exc
-        if left > 1:
+        if received < self.size:
             # http.client ends a short body quietly: a transport failure when bytes that
             # Content-Length promised never came, else a body that decodes short (corrupt).
             if self._cut_short():
-                raise RemoteError(f"body cut short: {self.size + 1 - left} of {self.size} bytes")
-            raise CorruptBody(f"body decodes to {self.size + 1 - left} bytes, X-Go-Size says {self.size}")
+                raise RemoteError(f"body cut short: {received} of {self.size} bytes")
+            raise CorruptBody(f"body decodes to {received} bytes, X-Go-Size says {self.size}")
 
     def _cut_short(self) -> bool:
         return bool(self._response.length)  # bytes Content-Length announced that are still missing
