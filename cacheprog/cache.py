@@ -121,7 +121,7 @@ class Cache:
         entry = None
         if outcome == ARRIVED:
             entry = self.l1.get(action_id)
-            compute_ms = self.prefetch.take(action_id) if self.prefetch is not None else None
+            compute_ms = self.prefetch.take(action_id, claimed=True) if self.prefetch is not None else None
             if entry is not None:
                 self.stats.add(prefetch_hits=1, compute_ms_saved=compute_ms or 0)
         if entry is None and outcome != ABSENT:

@@ -10,11 +10,14 @@ once). Meanwhile the protocol loop goes on:
 - a get for an entry the gate said does not exist is a miss at once;
 - a get for anything else goes the normal way at once.
 
-Entries up to 1 MiB are held in memory as they arrive, and written into L1 (checked like any
-remote body: SHA-256 and size, ``land``) by the get that asks for them: landing costs two file
-creations, 0.05-2 ms each on a busy disk, so an entry of a stale manifest that go never asks for
-costs no disk at all. Past ``hold_bytes`` the oldest held entries are landed in the background
-to make room; larger entries are landed from the stream as they come.
+Landing an entry in L1 (checked like any remote body: size and SHA-256, ``land``) costs a zstd
+decode, a hash and two file creations. While the manifest proves right (nearly every entry go
+asked for so far was in it), entries up to 1 MiB are landed as they arrive by a few threads
+ahead of go, so its gets find them in L1: the build waits for the stream, not for the landing.
+When go asks for much the manifest lacks (a stale manifest), landing ahead would spend the disk
+on entries go may never want, so arriving entries are held in memory instead and landed by the
+get that asks for one; past ``hold_bytes`` the oldest held are landed to make room. Larger
+entries are landed from the stream as they come.
 
 Bounded: the stream stops at ``max_bytes`` or ``max_seconds`` and at close; any failure ends the
 prefetch quietly (what did not arrive is fetched the normal way) and never fails the build.
@@ -53,11 +56,18 @@ ARRIVED, ABSENT, FETCH = "arrived", "absent", "fetch"
 MAGIC = b"GCP1"
 ENTRY = struct.Struct(">32s32sQqqBQ")
 _CHUNK = 1 << 16
-#: Entries up to this size are held in memory until asked for; larger ones stream to disk.
+#: The stream is read this much at a time (a frame's payload is then one slice, not many reads).
+_READ = 1 << 20
+#: Entries up to this size arrive whole in memory; larger ones stream to disk.
 _WHOLE = 1 << 20
-#: Threads that land held entries to make room, and how many may wait for them.
-_LANDERS = 4
+#: Threads landing entries ahead of go (decode, hash and write release the GIL), and how many
+#: entries may wait for them: past that the stream waits, which bounds memory.
+_LANDERS = 3
 _AHEAD = 32
+#: Land ahead while go has asked for fewer than this many entries L1 lacked (no evidence yet),
+#: or while at least this share of them were in the manifest.
+_EVIDENCE = 16
+_FRESH = 0.75
 
 
 class PrefetchSettings(NamedTuple):
@@ -110,47 +120,69 @@ class _Held(NamedTuple):
     zstd: bool
     payload: bytes
 
-    def chunks(self) -> Iterable[bytes]:
-        if not self.zstd:
-            return (self.payload,)
-        return _decoded(_Payload(_Whole(self.payload), len(self.payload)), self.size)
+    def chunks(self) -> Iterator[bytes]:
+        """The body, decoded when it is read (inside ``land``, which turns a bad one into None)."""
+        yield _decompress(self.payload, self.size) if self.zstd else self.payload
+
+
+def _decompress(payload: bytes, size: int) -> bytes:
+    """A whole zstd payload decoded in one call, never into more than ``size`` bytes: a frame that
+    declares another size is refused before any buffer is made (that is the bomb's way in)."""
+    import zstandard
+
+    declared = zstandard.frame_content_size(payload)
+    if declared not in (-1, size):
+        raise zstandard.ZstdError(f"frame declares {declared} bytes, the entry {size}")
+    if size == 0:
+        return b"".join(_decoded(_Payload(_Whole(payload), len(payload)), size))
+    return zstandard.ZstdDecompressor().decompress(payload, max_output_size=size)
 
 
 class _Slot:
-    """An entry on its way: gets for it wait on ``event``; ``state`` says how it ended."""
+    """An entry on its way: gets for it wait on ``event``; ``state`` says how it ended. Whoever
+    lands a held entry (a get, or a thread ahead of go) holds ``landing``; ``ok`` says how it went."""
 
-    __slots__ = ("abandoned", "event", "held", "state")
+    __slots__ = ("abandoned", "event", "held", "landing", "ok", "state")
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.state = FETCH
         self.abandoned = False  # a get stopped waiting and fetches it itself
         self.held: _Held | None = None  # ARRIVED, still in memory
+        self.landing = threading.Lock()
+        self.ok = False  # in L1
 
 
 class _Frames:
-    """Exact reads over the stream's chunks."""
+    """Exact reads over the stream, which is read ``_READ`` bytes at a time."""
 
     def __init__(self, stream: PrefetchStream) -> None:
         self._stream = stream
-        self._buf = bytearray()
+        self._buf = b""
+        self._pos = 0
 
     def some(self, n: int) -> bytes:
         """Between 1 and ``n`` bytes; raises RemoteError at the end of the stream."""
-        if not self._buf:
-            data = self._stream.read(_CHUNK)
-            if not data:
+        if self._pos >= len(self._buf):
+            self._buf = self._stream.read(_READ)
+            self._pos = 0
+            if not self._buf:
                 raise RemoteError("prefetch stream cut short")
-            self._buf += data
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
+        out = self._buf[self._pos:self._pos + n]
+        self._pos += len(out)
         return out
 
     def exact(self, n: int) -> bytes:
         out = self.some(n)
-        while len(out) < n:
-            out += self.some(n - len(out))
-        return out
+        if len(out) == n:
+            return out
+        parts = [out]
+        left = n - len(out)
+        while left:
+            part = self.some(left)
+            parts.append(part)
+            left -= len(part)
+        return b"".join(parts)
 
 
 class _Whole:
@@ -211,6 +243,8 @@ class Prefetch:
         self._landed: dict[bytes, int] = {}  # in L1 by our hand, not yet asked for -> compute ms
         self._holding: dict[bytes, int] = {}  # held in memory and not being landed, oldest first -> bytes
         self._held_bytes = 0
+        self._asked_count = 0  # entries L1 lacked that go asked for once the manifest was known
+        self._listed_count = 0  # ... and that were in the manifest
         self._stop = threading.Event()
         self._stream: PrefetchStream | None = None
         self._thread: threading.Thread | None = None
@@ -228,13 +262,18 @@ class Prefetch:
     def claim(self, action_id: bytes) -> None:
         """go asked for an entry L1 lacks: remember it, so the prefetch does not fetch it twice."""
         with self._lock:
-            if not self._known and action_id not in self._slots:
-                self._asked.add(action_id)
+            if not self._known:
+                if action_id not in self._slots:
+                    self._asked.add(action_id)
+                return
+            self._asked_count += 1
+            self._listed_count += action_id in self._slots
 
     def wait(self, action_id: bytes) -> str:
         """ARRIVED (now in L1), ABSENT (the gate has none) or FETCH (ask the gate alone).
 
-        An entry held in memory is landed here, on the asking get's thread.
+        An entry held in memory is landed here, on the asking get's thread, unless a thread
+        ahead of go is landing it already: then this waits for that.
         """
         with self._lock:
             slot = self._slots.get(action_id)
@@ -247,17 +286,20 @@ class Prefetch:
                     return FETCH
         if slot.state != ARRIVED:
             return slot.state
-        with self._lock:
-            held, slot.held = slot.held, None
-            self._held_bytes -= self._holding.pop(action_id, 0)
-        if held is None:
-            return ARRIVED  # landed already
-        return ARRIVED if self._land(action_id, held, held.chunks()) else FETCH
+        return ARRIVED if self._land_slot(action_id, slot) else FETCH
 
-    def take(self, action_id: bytes) -> int | None:
-        """For an entry the prefetch landed: its compute ms, once (then it is no longer wasted)."""
+    def take(self, action_id: bytes, *, claimed: bool = False) -> int | None:
+        """For an entry the prefetch landed: its compute ms, once (then it is no longer wasted).
+
+        Called on every L1 hit, which counts as a get the manifest foresaw when we landed it;
+        ``claimed``: this get was counted by ``claim`` already.
+        """
         with self._lock:
-            return self._landed.pop(action_id, None)
+            compute_ms = self._landed.pop(action_id, None)
+            if compute_ms is not None and not claimed:
+                self._asked_count += 1
+                self._listed_count += 1
+            return compute_ms
 
     def close(self) -> None:
         """Cancel what is still streaming and count what was received for nothing."""
@@ -356,19 +398,24 @@ class Prefetch:
                      b"")
         if length > _WHOLE or size > _WHOLE:
             try:
-                landed = self._land(action_id, held, _decoded(payload, size) if encoding == 1 else payload.chunks())
+                with slot.landing:
+                    slot.ok = self._land(action_id, held, _decoded(payload, size) if encoding == 1
+                                         else payload.chunks())
             finally:
                 payload.skip()  # what a decoder that stopped early left
-            self._stats.add(prefetched=int(landed))
-            self._settle(action_id, ARRIVED if landed else FETCH)
+            self._stats.add(prefetched=int(slot.ok))
+            self._settle(action_id, ARRIVED if slot.ok else FETCH)
             return
         held = held._replace(payload=frames.exact(length) if length else b"")
         with self._lock:
             slot.held = held
             self._holding[action_id] = length
             self._held_bytes += length
+            ahead = self._asked_count < _EVIDENCE or self._listed_count >= self._asked_count * _FRESH
         self._stats.add(prefetched=1)
         self._settle(action_id, ARRIVED)
+        if ahead:
+            self._land_ahead(action_id, slot)
         self._make_room()
 
     def _make_room(self) -> None:
@@ -380,24 +427,31 @@ class Prefetch:
                 action_id = next(iter(self._holding))
                 self._held_bytes -= self._holding.pop(action_id)
                 slot = self._slots[action_id]
-                held = slot.held
-            if held is None:
-                continue
-            self._ahead.acquire()
+            self._land_ahead(action_id, slot)
 
-            def land_held(action_id: bytes = action_id, slot: _Slot = slot, held: _Held = held) -> None:
-                try:
-                    if self._land(action_id, held, held.chunks(), record=False):
-                        with self._lock:
-                            if slot.held is held:  # no get took it meanwhile
-                                slot.held = None
-                                self._landed[action_id] = held.compute_ms
-                finally:
-                    self._ahead.release()
+    def _land_ahead(self, action_id: bytes, slot: _Slot) -> None:
+        """Land a held entry on a lander thread; waits while ``_AHEAD`` are queued already."""
+        self._ahead.acquire()
 
-            self._landers.submit(land_held)
+        def land_held() -> None:
+            try:
+                self._land_slot(action_id, slot)
+            finally:
+                self._ahead.release()
 
-    def _land(self, action_id: bytes, held: _Held, chunks: Iterable[bytes], record: bool = True) -> bool:
+        self._landers.submit(land_held)
+
+    def _land_slot(self, action_id: bytes, slot: _Slot) -> bool:
+        """Land a held entry once, whoever comes first; True when it is in L1."""
+        with slot.landing:
+            with self._lock:
+                held, slot.held = slot.held, None
+                self._held_bytes -= self._holding.pop(action_id, 0)
+            if held is not None:
+                slot.ok = self._land(action_id, held, held.chunks())
+            return slot.ok
+
+    def _land(self, action_id: bytes, held: _Held, chunks: Iterable[bytes]) -> bool:
         """Land one entry (``land``); False when it cannot be used. RemoteError from the stream passes."""
         import zstandard
 
@@ -413,9 +467,8 @@ class Prefetch:
             self._say_once("corrupt", f"discarded a prefetched entry whose body does not match its digest "
                                       f"(action {action_id.hex()[:16]}…)")
             return False
-        if record:
-            with self._lock:
-                self._landed[action_id] = held.compute_ms
+        with self._lock:
+            self._landed[action_id] = held.compute_ms
         return True
 
     def _settle(self, action_id: bytes, state: str) -> None:

@@ -1,0 +1,164 @@
+"""Where the prefetch puts what it receives: into L1 ahead of go while the manifest proves right,
+in memory (landed by the get that asks) once go asks for much the manifest lacks.
+
+The cache, L1 and the prefetch are the real ones; the gate is a stand-in that answers the
+manifest and a stream built with the real frame format, released by the test when it wants.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from cacheprog.cache import Cache
+from cacheprog.config import Config
+from cacheprog.l1 import L1
+from cacheprog.manifest import CommandKey, encode
+from cacheprog.prefetch import ENTRY, MAGIC, PrefetchSettings
+from cacheprog.stats import Stats
+
+
+class _Stream:
+    """The prefetch answer: bytes the test releases with ``send``; ``b""`` ends it."""
+
+    def __init__(self) -> None:
+        self.wire_bytes = 0
+        self._chunks: queue.Queue[bytes] = queue.Queue()
+
+    def send(self, data: bytes) -> None:
+        self._chunks.put(data)
+
+    def read(self, n: int) -> bytes:
+        data = self._chunks.get(timeout=10)
+        self.wire_bytes += len(data)
+        return data
+
+    def abort(self) -> None:
+        self._chunks.put(b"")
+
+    def finish(self, ok: bool) -> None:
+        pass
+
+
+class _Gate:
+    """What the cache asks of the remote in these tests: a manifest, one stream, no single gets."""
+
+    open_reason = None
+
+    def __init__(self, manifest: list[bytes]) -> None:
+        self.manifest = manifest
+        self.stream = _Stream()
+        self.opened = threading.Event()
+
+    def get_manifest(self, key: str) -> bytes:
+        return encode(self.manifest, "test")
+
+    def open_prefetch(self, action_ids: bytes) -> _Stream:
+        self.opened.set()
+        return self.stream
+
+    def get(self, action_hex: str) -> None:
+        return None  # not in the gate: a miss
+
+    def post_session(self, report: object) -> None:
+        pass
+
+
+def _entry(n: int) -> tuple[bytes, bytes, bytes]:
+    """(action id, output id, frame) of a zstd entry of a few KB."""
+    body = (b"entry %d " % n) * 700
+    action, output = hashlib.sha256(b"action %d" % n).digest(), hashlib.sha256(body).digest()
+    payload = zstandard.ZstdCompressor(level=1).compress(body)
+    return action, output, b"E" + ENTRY.pack(action, output, len(body), 0, 5, 1, len(payload)) + payload
+
+
+def _wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+MakeCache = Callable[[list[bytes]], tuple[Cache, _Gate, L1]]
+
+
+@pytest.fixture
+def make_cache(tmp_path: Path) -> MakeCache:
+    def make(manifest: list[bytes]) -> tuple[Cache, _Gate, L1]:
+        l1 = L1(str(tmp_path / "l1"), 1 << 30)
+        gate = _Gate(manifest)
+        cfg = Config(url="http://gate.invalid", namespace="ns", dir=l1.root, read_only=True)
+        cache = Cache(cfg, l1, gate, Stats(), say=lambda message: None,  # type: ignore[arg-type]
+                      prefetch=PrefetchSettings())
+        cache._key = CommandKey("test-key", "test")  # no go command started this helper
+        assert cache.prefetch is not None
+        cache.prefetch.start()
+        _wait_for(gate.opened.is_set, "the prefetch request")
+        return cache, gate, l1
+
+    return make
+
+
+def test_a_manifest_that_proves_right_is_landed_before_go_asks(make_cache: MakeCache) -> None:
+    entries = [_entry(n) for n in range(40)]
+    cache, gate, l1 = make_cache([a for a, _, _ in entries])
+    gate.stream.send(MAGIC + b"".join(frame for _, _, frame in entries) + b"Z" + (40).to_bytes(4, "big"))
+    _wait_for(lambda: all(l1.get(a) is not None for a, _, _ in entries), "every entry in L1")
+
+    for action, output, _ in entries:
+        entry, ask_remote = cache.lookup(action)  # go's get: an L1 hit, no wait, no thread
+        assert entry is not None and not ask_remote and entry.output_id == output
+    cache.close()
+    s = cache.stats.snapshot()
+    assert s["prefetched"] == s["prefetch_hits"] == s["remote_hits"] == 40 and s["prefetch_wasted"] == 0, s
+    assert s["local_hits"] == 0 and s["corrupt"] == 0, s
+
+
+def test_a_stale_manifest_is_held_in_memory_and_landed_only_when_asked(make_cache: MakeCache) -> None:
+    entries = [_entry(n) for n in range(40)]
+    cache, gate, l1 = make_cache([a for a, _, _ in entries])
+    for _ in range(20):  # go asks for entries the manifest does not list: it is stale
+        entry, ask_remote = cache.lookup(os.urandom(32))
+        assert entry is None and ask_remote
+    gate.stream.send(MAGIC + b"".join(frame for _, _, frame in entries) + b"Z" + (40).to_bytes(4, "big"))
+    _wait_for(lambda: cache.stats.snapshot()["prefetched"] == 40, "the stream")
+    time.sleep(0.2)  # a lander that wrongly took them would be writing now
+    assert all(l1.get(a) is None for a, _, _ in entries), "entries of a stale manifest were written ahead"
+
+    action, output, _ = entries[7]
+    entry, ask_remote = cache.lookup(action)
+    assert entry is None and ask_remote  # not in L1 ...
+    fetched = cache.fetch(action)  # ... so the get lands it from memory, checked, without asking the gate
+    assert fetched is not None and fetched.output_id == output
+    assert hashlib.sha256(Path(fetched.path).read_bytes()).digest() == output
+    cache.close()
+    s = cache.stats.snapshot()
+    assert s["prefetch_hits"] == 1 and s["prefetch_wasted"] == 39 and s["misses"] == 0, s
+    assert sum(l1.get(a) is not None for a, _, _ in entries) == 1
+
+
+def test_a_corrupt_entry_landed_ahead_is_counted_and_never_served(make_cache: MakeCache) -> None:
+    entries = [_entry(n) for n in range(3)]
+    bad_action, bad_output, frame = entries[1]
+    # The same frame with a payload that declares a far larger body than the entry's size (a bomb).
+    bomb = zstandard.ZstdCompressor(level=1).compress(b"\0" * (64 << 20))
+    head = frame[:1 + ENTRY.size]
+    fields = list(ENTRY.unpack(head[1:]))
+    fields[-1] = len(bomb)
+    entries[1] = (bad_action, bad_output, b"E" + ENTRY.pack(*fields) + bomb)
+    cache, gate, l1 = make_cache([a for a, _, _ in entries])
+    gate.stream.send(MAGIC + b"".join(frame for _, _, frame in entries) + b"Z" + (3).to_bytes(4, "big"))
+    _wait_for(lambda: l1.get(entries[2][0]) is not None and cache.stats.snapshot()["corrupt"] == 1, "the stream")
+    assert l1.get(bad_action) is None
+    entry, ask_remote = cache.lookup(bad_action)
+    assert entry is None and ask_remote
+    assert cache.fetch(bad_action) is None  # the gate stand-in has no single copy: a miss, never the bomb
+    cache.close()
