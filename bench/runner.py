@@ -8,6 +8,7 @@ than native did) raises ``BenchFailure``; its row then says why instead of showi
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import tempfile
@@ -159,13 +160,23 @@ class Context:
         self.logs = logs / self.work.name
         self._memo: dict[str, object] = {}
         self._count = 0
+        self._memory: Path | None = None
 
-    def scratch(self, name: str) -> Path:
-        """A new empty directory for one machine, gate or bucket."""
+    def scratch(self, name: str, *, memory: bool = False) -> Path:
+        """A new empty directory for one machine, gate or bucket; ``memory``: on tmpfs
+        (``/dev/shm``), as a pod's ``emptyDir`` with ``medium: Memory`` is."""
         self._count += 1
-        path = self.work / f"{self._count:04d}-{name}"
+        path = (self._memory_root() if memory else self.work) / f"{self._count:04d}-{name}"
         path.mkdir(parents=True)
         return path
+
+    def _memory_root(self) -> Path:
+        if self._memory is None:
+            shm = Path("/dev/shm")
+            if not shm.is_dir() or not os.access(shm, os.W_OK):
+                raise BenchFailure("no writable /dev/shm (tmpfs) on this machine")
+            self._memory = Path(tempfile.mkdtemp(prefix="gocachegate-bench-", dir=shm))
+        return self._memory
 
     def once(self, key: str, make: Callable[[], _T]) -> _T:
         """``make()`` the first time ``key`` is asked for in this run, the same value after."""
@@ -186,3 +197,5 @@ class Context:
             self.logs.mkdir(parents=True, exist_ok=True)
             shutil.move(log, self.logs / f"{log.parent.name}-{log.name}")
         shutil.rmtree(self.work, ignore_errors=True)
+        if self._memory is not None:
+            shutil.rmtree(self._memory, ignore_errors=True)
