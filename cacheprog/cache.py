@@ -98,14 +98,15 @@ class Cache:
     def lookup(self, action_id: bytes) -> tuple[L1Entry | None, bool]:
         """The local answer at once: (entry, False) hit; (None, True) ask the gate; (None, False) miss."""
         self.recorder.asked(action_id)
+        landed = None if self.prefetch is None else self.prefetch.take(action_id)
+        if landed is not None:  # landed by the prefetch before go asked: the remote paid for it
+            self.recorder.used(action_id)
+            self.stats.add(gets=1, hits=1, remote_hits=1, prefetch_hits=1, compute_ms_saved=landed[1])
+            return landed[0], False
         entry = self.l1.get(action_id)
         if entry is not None:
             self.recorder.used(action_id)
-            compute_ms = None if self.prefetch is None else self.prefetch.take(action_id)
-            if compute_ms is None:
-                self.stats.add(gets=1, hits=1, local_hits=1)
-            else:  # landed by the prefetch just before go asked: the remote paid for it
-                self.stats.add(gets=1, hits=1, remote_hits=1, prefetch_hits=1, compute_ms_saved=compute_ms)
+            self.stats.add(gets=1, hits=1, local_hits=1)
             return entry, False
         if self.remote is not None and self.remote.open_reason is None:
             if self.prefetch is not None:
@@ -120,10 +121,10 @@ class Cache:
         outcome = FETCH if self.prefetch is None else self.prefetch.wait(action_id)
         entry = None
         if outcome == ARRIVED:
-            entry = self.l1.get(action_id)
-            compute_ms = self.prefetch.take(action_id, claimed=True) if self.prefetch is not None else None
-            if entry is not None:
-                self.stats.add(prefetch_hits=1, compute_ms_saved=compute_ms or 0)
+            landed = self.prefetch.take(action_id, claimed=True) if self.prefetch is not None else None
+            if landed is not None:
+                entry = landed[0]
+                self.stats.add(prefetch_hits=1, compute_ms_saved=landed[1])
         if entry is None and outcome != ABSENT:
             entry = self._fetch(action_id)
         wait_ms = int((time.monotonic() - start) * 1000)

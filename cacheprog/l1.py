@@ -11,9 +11,10 @@ still read a path it was handed).
 
 from __future__ import annotations
 
+import itertools
 import os
-import secrets
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import BinaryIO, NamedTuple
 
@@ -23,6 +24,9 @@ _TOUCH_AFTER_S = 600  # refresh the LRU clock of a file used less recently than 
 _TRIM_EVERY_S = 300  # at most one trim per this many seconds per cache directory
 _KEEP_RECENT_S = 3600  # trim never deletes files used more recently than this
 _STALE_TEMP_S = 3600
+# Temp names: unique within this process by the counter, across processes by pid and a random tag.
+_TEMP_TAG = f".tmp-{os.getpid()}-{os.urandom(4).hex()}-"
+_temp_numbers = itertools.count()
 
 
 class L1Error(Exception):
@@ -73,6 +77,15 @@ class L1:
                 pass
         return L1Entry(output_id, size, datetime.fromtimestamp(put_ns / 1e9, UTC), path)
 
+    def lacking(self, action_ids: Iterable[bytes]) -> list[bytes]:
+        """The actions without an entry here. One listing of the root spares a failed open for
+        every action whose shard does not exist yet: in a fresh L1, all of them."""
+        try:
+            shards = set(os.listdir(self.root))
+        except OSError:
+            shards = set()
+        return [a for a in action_ids if a.hex()[:2] not in shards or self.get(a) is None]
+
     def put(self, action_id: bytes, output_id: bytes, body: bytes, put_time: datetime) -> L1Entry:
         """Store a body and the action that names it; raises L1Error."""
         path = self.output_path(output_id)
@@ -81,9 +94,7 @@ class L1:
         except OSError:
             same = False
         if not same:
-            with self.create_temp(output_id) as (tmp, f):
-                f.write(body)
-            self.commit_output(tmp, output_id)
+            _write_file(path, body)
         return self.put_action(action_id, output_id, len(body), put_time)
 
     def create_temp(self, output_id: bytes) -> _TempFile:
@@ -102,13 +113,7 @@ class L1:
     def put_action(self, action_id: bytes, output_id: bytes, size: int, put_time: datetime) -> L1Entry:
         put_ns = int(put_time.timestamp() * 1e9)
         record = f"v1 {output_id.hex()} {size} {put_ns}\n".encode()
-        with self.create_temp(action_id) as (tmp, f):
-            f.write(record)
-        try:
-            os.replace(tmp, self._path(action_id.hex(), "a"))
-        except OSError as exc:
-            _unlink_quietly(tmp)
-            raise L1Error(f"cannot write the action record: {exc.strerror}") from exc
+        _write_file(self._path(action_id.hex(), "a"), record)
         return L1Entry(output_id, size, put_time, self.output_path(output_id))
 
     def trim_if_due(self) -> int:
@@ -179,7 +184,7 @@ class _TempFile:
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
-        self.path = os.path.join(directory, f".tmp-{os.getpid()}-{secrets.token_hex(6)}")
+        self.path = os.path.join(directory, f"{_TEMP_TAG}{next(_temp_numbers)}")
         self.file: BinaryIO | None = None
 
     def __enter__(self) -> tuple[str, BinaryIO]:
@@ -204,6 +209,30 @@ class _TempFile:
             _unlink_quietly(self.path)
             if isinstance(exc, OSError):
                 raise L1Error(f"cannot write in {self.directory}: {exc.strerror}") from exc
+
+
+def _write_file(path: str, data: bytes) -> None:
+    """``data`` into ``path`` by rename from a temp file beside it (plain syscalls: this runs for
+    every entry a build lands); raises L1Error."""
+    directory = os.path.dirname(path)
+    tmp = os.path.join(directory, f"{_TEMP_TAG}{next(_temp_numbers)}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileNotFoundError:
+            os.makedirs(directory, exist_ok=True)
+            fd = os.open(tmp, flags, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise L1Error(f"cannot write {path}: {exc.strerror}") from exc
 
 
 def _unlink_quietly(path: str) -> bool:

@@ -52,6 +52,7 @@ from .workers import Workers
 
 __all__ = ["ABSENT", "ARRIVED", "FETCH", "MAGIC", "Prefetch", "PrefetchSettings", "land", "settings_from_env"]
 
+_local = threading.local()
 ARRIVED, ABSENT, FETCH = "arrived", "absent", "fetch"
 MAGIC = b"GCP1"
 ENTRY = struct.Struct(">32s32sQqqBQ")
@@ -60,14 +61,14 @@ _CHUNK = 1 << 16
 _READ = 1 << 20
 #: Entries up to this size arrive whole in memory; larger ones stream to disk.
 _WHOLE = 1 << 20
-#: Threads landing entries ahead of go (decode, hash and write release the GIL), and how many
-#: entries may wait for them: past that the stream waits, which bounds memory.
+#: Threads landing entries ahead of go (decode, hash and write release the GIL). Each takes the
+#: oldest held entry, lands it and takes the next, so a thread is woken once per run, not per entry.
 _LANDERS = 3
-_AHEAD = 32
-#: Land ahead while go has asked for fewer than this many entries L1 lacked (no evidence yet),
-#: or while at least this share of them were in the manifest.
+#: Once go asked for this many entries L1 lacked, land ahead while at least this share of them
+#: were in the manifest; before that, keep at most ``_LEAD`` entries landed and not yet asked for.
 _EVIDENCE = 16
 _FRESH = 0.75
+_LEAD = 64
 
 
 class PrefetchSettings(NamedTuple):
@@ -120,9 +121,9 @@ class _Held(NamedTuple):
     zstd: bool
     payload: bytes
 
-    def chunks(self) -> Iterator[bytes]:
-        """The body, decoded when it is read (inside ``land``, which turns a bad one into None)."""
-        yield _decompress(self.payload, self.size) if self.zstd else self.payload
+    def body(self) -> bytes:
+        """The body, decoded; raises zstandard.ZstdError."""
+        return _decompress(self.payload, self.size) if self.zstd else self.payload
 
 
 def _decompress(payload: bytes, size: int) -> bytes:
@@ -135,7 +136,18 @@ def _decompress(payload: bytes, size: int) -> bytes:
         raise zstandard.ZstdError(f"frame declares {declared} bytes, the entry {size}")
     if size == 0:
         return b"".join(_decoded(_Payload(_Whole(payload), len(payload)), size))
-    return zstandard.ZstdDecompressor().decompress(payload, max_output_size=size)
+    decompressor = getattr(_local, "decompressor", None)
+    if decompressor is None:  # one per thread: making one per entry costs more than small entries' decoding
+        decompressor = _local.decompressor = zstandard.ZstdDecompressor()
+    return decompressor.decompress(payload, max_output_size=size)
+
+
+def _land_whole(l1: L1, action_id: bytes, held: _Held) -> L1Entry | None:
+    """``land`` for an entry received whole: decoded and checked in memory, written in one piece."""
+    body = held.body()
+    if len(body) != held.size or hashlib.sha256(body).digest() != held.output_id:
+        return None
+    return l1.put(action_id, held.output_id, body, held.put_time)
 
 
 class _Slot:
@@ -240,16 +252,18 @@ class Prefetch:
         self._slots: dict[bytes, _Slot] = {}
         self._asked: set[bytes] = set()  # asked by go before the manifest was known
         self._known = False  # the manifest was read (or there is none): _asked is no longer kept
-        self._landed: dict[bytes, int] = {}  # in L1 by our hand, not yet asked for -> compute ms
+        self._landed: dict[bytes, tuple[L1Entry, int]] = {}  # in L1 by our hand, not yet asked for
         self._holding: dict[bytes, int] = {}  # held in memory and not being landed, oldest first -> bytes
         self._held_bytes = 0
+        self._room = threading.Condition(self._lock)  # notified when held bytes go down
+        self._in_flight = 0  # taken by the landers, not landed yet
+        self._landing = 0  # lander threads at work
         self._asked_count = 0  # entries L1 lacked that go asked for once the manifest was known
         self._listed_count = 0  # ... and that were in the manifest
         self._stop = threading.Event()
         self._stream: PrefetchStream | None = None
         self._thread: threading.Thread | None = None
         self._landers = Workers("land", _LANDERS)
-        self._ahead = threading.BoundedSemaphore(_AHEAD)
         #: The manifest as the gate had it (None: none, or not read): close skips an unchanged one.
         self.stored: Stored | None = None
 
@@ -268,6 +282,9 @@ class Prefetch:
                 return
             self._asked_count += 1
             self._listed_count += action_id in self._slots
+            feed = bool(self._holding) and self._landing < _LANDERS
+        if feed:
+            self._feed()  # the evidence changed
 
     def wait(self, action_id: bytes) -> str:
         """ARRIVED (now in L1), ABSENT (the gate has none) or FETCH (ask the gate alone).
@@ -288,18 +305,23 @@ class Prefetch:
             return slot.state
         return ARRIVED if self._land_slot(action_id, slot) else FETCH
 
-    def take(self, action_id: bytes, *, claimed: bool = False) -> int | None:
-        """For an entry the prefetch landed: its compute ms, once (then it is no longer wasted).
+    def take(self, action_id: bytes, *, claimed: bool = False) -> tuple[L1Entry, int] | None:
+        """For an entry the prefetch landed: the entry (no need to read L1 for it) and its compute
+        ms, once (then it is no longer wasted).
 
-        Called on every L1 hit, which counts as a get the manifest foresaw when we landed it;
-        ``claimed``: this get was counted by ``claim`` already.
+        Called on every get before L1 is read; a landed entry counts as a get the manifest
+        foresaw; ``claimed``: this get was counted by ``claim`` already.
         """
         with self._lock:
-            compute_ms = self._landed.pop(action_id, None)
-            if compute_ms is not None and not claimed:
-                self._asked_count += 1
-                self._listed_count += 1
-            return compute_ms
+            landed = self._landed.pop(action_id, None)
+            if landed is None or claimed:
+                return landed
+            self._asked_count += 1
+            self._listed_count += 1
+            feed = bool(self._holding) and self._landing < _LANDERS
+        if feed:
+            self._feed()  # the evidence changed, or the lead has room again
+        return landed
 
     def close(self) -> None:
         """Cancel what is still streaming and count what was received for nothing."""
@@ -342,7 +364,7 @@ class Prefetch:
         if data is None:
             return
         self.stored = decode(data)
-        missing = [action_id for action_id in self.stored.ids if self._l1.get(action_id) is None]
+        missing = self._l1.lacking(self.stored.ids)
         with self._lock:
             wanted = [a for a in missing if a not in self._asked and a not in self._slots]
             for action_id in wanted:
@@ -411,52 +433,70 @@ class Prefetch:
             slot.held = held
             self._holding[action_id] = length
             self._held_bytes += length
-            ahead = self._asked_count < _EVIDENCE or self._listed_count >= self._asked_count * _FRESH
         self._stats.add(prefetched=1)
         self._settle(action_id, ARRIVED)
-        if ahead:
-            self._land_ahead(action_id, slot)
-        self._make_room()
+        self._feed()
+        with self._lock:  # past hold_bytes, the stream waits for the landers to make room
+            while self._held_bytes > self.settings.hold_bytes and not self._stop.is_set():
+                self._room.wait(0.1)
 
-    def _make_room(self) -> None:
-        """Past ``hold_bytes``, land the entries held longest (a get would have taken them by now)."""
+    def _ahead_pays(self) -> bool:
+        """Whether to land ahead of go (called under the lock): the manifest proved right, or too
+        little is known yet and only a few entries are landed ahead."""
+        if self._asked_count >= _EVIDENCE:
+            return self._listed_count >= self._asked_count * _FRESH
+        return len(self._landed) + self._in_flight < _LEAD
+
+    def _feed(self) -> None:
+        """Start landers while there is work for them: landing ahead pays, or memory is short."""
+        with self._lock:
+            start = 0
+            if self._held_bytes > self.settings.hold_bytes or self._ahead_pays():
+                start = min(_LANDERS - self._landing, len(self._holding))
+            self._landing += start
+        for _ in range(start):
+            self._landers.submit(self._land_held)
+
+    def _land_held(self) -> None:
+        """Land held entries, oldest first, until there are none or landing ahead stops paying."""
         while True:
             with self._lock:
-                if self._held_bytes <= self.settings.hold_bytes or not self._holding:
+                if not self._holding or (self._held_bytes <= self.settings.hold_bytes and not self._ahead_pays()):
+                    self._landing -= 1
                     return
                 action_id = next(iter(self._holding))
                 self._held_bytes -= self._holding.pop(action_id)
+                self._room.notify_all()
                 slot = self._slots[action_id]
-            self._land_ahead(action_id, slot)
-
-    def _land_ahead(self, action_id: bytes, slot: _Slot) -> None:
-        """Land a held entry on a lander thread; waits while ``_AHEAD`` are queued already."""
-        self._ahead.acquire()
-
-        def land_held() -> None:
+                self._in_flight += 1
             try:
                 self._land_slot(action_id, slot)
             finally:
-                self._ahead.release()
-
-        self._landers.submit(land_held)
+                with self._lock:
+                    self._in_flight -= 1
 
     def _land_slot(self, action_id: bytes, slot: _Slot) -> bool:
         """Land a held entry once, whoever comes first; True when it is in L1."""
         with slot.landing:
             with self._lock:
                 held, slot.held = slot.held, None
-                self._held_bytes -= self._holding.pop(action_id, 0)
+                if action_id in self._holding:
+                    self._held_bytes -= self._holding.pop(action_id)
+                    self._room.notify_all()
             if held is not None:
-                slot.ok = self._land(action_id, held, held.chunks())
+                slot.ok = self._land(action_id, held, None)
             return slot.ok
 
-    def _land(self, action_id: bytes, held: _Held, chunks: Iterable[bytes]) -> bool:
-        """Land one entry (``land``); False when it cannot be used. RemoteError from the stream passes."""
+    def _land(self, action_id: bytes, held: _Held, chunks: Iterable[bytes] | None) -> bool:
+        """Land one entry: ``chunks`` from the stream (``land``), or None for the held payload; False
+        when it cannot be used. RemoteError from the stream passes."""
         import zstandard
 
         try:
-            entry = land(self._l1, action_id, held.output_id, held.size, held.put_time, chunks)
+            if chunks is not None:
+                entry = land(self._l1, action_id, held.output_id, held.size, held.put_time, chunks)
+            else:
+                entry = _land_whole(self._l1, action_id, held)
         except L1Error as exc:
             self._say_once("l1", f"local cache not writable ({exc}); remote hits cannot be used")
             return False
@@ -468,7 +508,7 @@ class Prefetch:
                                       f"(action {action_id.hex()[:16]}…)")
             return False
         with self._lock:
-            self._landed[action_id] = held.compute_ms
+            self._landed[action_id] = (entry, held.compute_ms)
         return True
 
     def _settle(self, action_id: bytes, state: str) -> None:

@@ -22,7 +22,7 @@ from cacheprog.cache import Cache
 from cacheprog.config import Config
 from cacheprog.l1 import L1
 from cacheprog.manifest import CommandKey, encode
-from cacheprog.prefetch import ENTRY, MAGIC, PrefetchSettings
+from cacheprog.prefetch import _EVIDENCE, _LEAD, ENTRY, MAGIC, PrefetchSettings
 from cacheprog.stats import Stats
 
 
@@ -107,19 +107,45 @@ def make_cache(tmp_path: Path) -> MakeCache:
     return make
 
 
-def test_a_manifest_that_proves_right_is_landed_before_go_asks(make_cache: MakeCache) -> None:
-    entries = [_entry(n) for n in range(40)]
-    cache, gate, l1 = make_cache([a for a, _, _ in entries])
-    gate.stream.send(MAGIC + b"".join(frame for _, _, frame in entries) + b"Z" + (40).to_bytes(4, "big"))
-    _wait_for(lambda: all(l1.get(a) is not None for a, _, _ in entries), "every entry in L1")
+def _stream_all(gate: _Gate, entries: list[tuple[bytes, bytes, bytes]]) -> None:
+    gate.stream.send(MAGIC + b"".join(frame for _, _, frame in entries) + b"Z" + len(entries).to_bytes(4, "big"))
 
-    for action, output, _ in entries:
+
+def _in_l1(l1: L1, entries: list[tuple[bytes, bytes, bytes]]) -> int:
+    return sum(l1.get(a) is not None for a, _, _ in entries)
+
+
+def test_a_manifest_that_proves_right_is_landed_before_go_asks(make_cache: MakeCache) -> None:
+    entries = [_entry(n) for n in range(4 * _LEAD)]
+    cache, gate, l1 = make_cache([a for a, _, _ in entries])
+    _stream_all(gate, entries)
+    # Before go asked for anything, a few are landed ahead, no more: the manifest may be stale.
+    _wait_for(lambda: _in_l1(l1, entries) == _LEAD, f"{_LEAD} entries in L1")
+    time.sleep(0.2)
+    assert _in_l1(l1, entries) == _LEAD
+
+    for n, (action, output, _) in enumerate(entries):
+        if n == _EVIDENCE:  # go asked for what the manifest listed: the rest is landed ahead
+            _wait_for(lambda: _in_l1(l1, entries) == len(entries), "every entry in L1")
         entry, ask_remote = cache.lookup(action)  # go's get: an L1 hit, no wait, no thread
         assert entry is not None and not ask_remote and entry.output_id == output
     cache.close()
     s = cache.stats.snapshot()
-    assert s["prefetched"] == s["prefetch_hits"] == s["remote_hits"] == 40 and s["prefetch_wasted"] == 0, s
-    assert s["local_hits"] == 0 and s["corrupt"] == 0, s
+    assert s["prefetched"] == s["prefetch_hits"] == s["remote_hits"] == len(entries), s
+    assert s["prefetch_wasted"] == s["local_hits"] == s["corrupt"] == 0, s
+
+
+def test_a_manifest_found_stale_after_it_arrived_lands_no_more_than_the_lead(make_cache: MakeCache) -> None:
+    entries = [_entry(n) for n in range(4 * _LEAD)]
+    cache, gate, l1 = make_cache([a for a, _, _ in entries])
+    _stream_all(gate, entries)
+    _wait_for(lambda: _in_l1(l1, entries) == _LEAD, f"{_LEAD} entries in L1")
+    for _ in range(_EVIDENCE):  # go asks for what the manifest does not list
+        assert cache.lookup(os.urandom(32)) == (None, True)
+    time.sleep(0.2)
+    assert _in_l1(l1, entries) == _LEAD
+    cache.close()
+    assert cache.stats.snapshot()["prefetch_wasted"] == len(entries), cache.stats.snapshot()
 
 
 def test_a_stale_manifest_is_held_in_memory_and_landed_only_when_asked(make_cache: MakeCache) -> None:
@@ -128,7 +154,7 @@ def test_a_stale_manifest_is_held_in_memory_and_landed_only_when_asked(make_cach
     for _ in range(20):  # go asks for entries the manifest does not list: it is stale
         entry, ask_remote = cache.lookup(os.urandom(32))
         assert entry is None and ask_remote
-    gate.stream.send(MAGIC + b"".join(frame for _, _, frame in entries) + b"Z" + (40).to_bytes(4, "big"))
+    _stream_all(gate, entries)
     _wait_for(lambda: cache.stats.snapshot()["prefetched"] == 40, "the stream")
     time.sleep(0.2)  # a lander that wrongly took them would be writing now
     assert all(l1.get(a) is None for a, _, _ in entries), "entries of a stale manifest were written ahead"
@@ -155,7 +181,7 @@ def test_a_corrupt_entry_landed_ahead_is_counted_and_never_served(make_cache: Ma
     fields[-1] = len(bomb)
     entries[1] = (bad_action, bad_output, b"E" + ENTRY.pack(*fields) + bomb)
     cache, gate, l1 = make_cache([a for a, _, _ in entries])
-    gate.stream.send(MAGIC + b"".join(frame for _, _, frame in entries) + b"Z" + (3).to_bytes(4, "big"))
+    _stream_all(gate, entries)
     _wait_for(lambda: l1.get(entries[2][0]) is not None and cache.stats.snapshot()["corrupt"] == 1, "the stream")
     assert l1.get(bad_action) is None
     entry, ask_remote = cache.lookup(bad_action)
