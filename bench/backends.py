@@ -81,6 +81,7 @@ class Backends:
 
     def _proxy(self, latency_ms: float) -> str:
         if latency_ms not in self._proxies:
-            proxy = latency_proxy(self.emulator.url, latency_ms, self._ctx.scratch("latency-proxy"))
+            proxy = latency_proxy(self._tools.get("latencyproxy"), self.emulator.url, latency_ms,
+                                  self._ctx.scratch("latency-proxy"))
             self._proxies[latency_ms] = self._stack.enter_context(proxy).url
         return self._proxies[latency_ms]

@@ -205,11 +205,10 @@ def emulator(binary: Path, root: Path) -> Iterator[Emulator]:
 
 
 @contextmanager
-def latency_proxy(upstream: str, delay_ms: float, root: Path) -> Iterator[Server]:
-    """``bench.latency`` in its own process, adding ``delay_ms`` to every call to ``upstream``."""
+def latency_proxy(binary: Path, upstream: str, delay_ms: float, root: Path) -> Iterator[Server]:
+    """``bench/latencyproxy`` in its own process, adding ``delay_ms`` to every call to ``upstream``."""
     port = free_port()
-    argv = [sys.executable, "-m", "bench.latency", "--port", str(port), "--upstream", upstream,
-            "--delay-ms", str(delay_ms)]
+    argv = [str(binary), "-listen", f"127.0.0.1:{port}", "-upstream", upstream, "-delay", f"{delay_ms:g}ms"]
     with serve("latency-proxy", argv, port, root, "/storage/v1/b?project=bench") as server:
         yield server
 

@@ -2,7 +2,8 @@
 
 nginx and wrk come from Debian (``apt-get``; services are not started by the install, the bench
 runs nginx itself on loopback), fake-gcs-server through the repository's own installer, the peer
-helper with ``go install`` from the Go module proxy into ``.tools/bin``. Every installer is
+helper with ``go install`` from the Go module proxy into ``.tools/bin``, and the latency proxy
+(``bench/latencyproxy``, standard library only) with ``go build``. Every installer is
 idempotent: a second run finds the tool and does nothing. A tool that cannot be had raises
 ``BenchFailure`` with the installer's own words, so the scenarios that need it say why.
 """
@@ -28,6 +29,7 @@ PEER_MODULE = "github.com/saracen/gobuildcache"
 PEER_VERSION = "latest"
 _APT_PACKAGES = {"nginx": "nginx", "wrk": "wrk"}
 _SBIN = (Path("/usr/sbin"), Path("/usr/bin"))
+_GO_ENV = {**os.environ, "GOFLAGS": "-buildvcs=false", "GOTOOLCHAIN": "local"}
 
 
 def _run(argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
@@ -77,7 +79,7 @@ class Tools:
         return Path(found)
 
     def get(self, name: str) -> Path:
-        """The path of ``nginx``, ``wrk``, ``fake-gcs-server`` or ``gobuildcache``."""
+        """The path of ``nginx``, ``wrk``, ``fake-gcs-server``, ``gobuildcache`` or ``latencyproxy``."""
         if name not in self._found:
             if name in _APT_PACKAGES:
                 self._found[name] = self._apt(name)
@@ -86,6 +88,9 @@ class Tools:
                 self._found[name] = TOOLS_BIN / name
             elif name == "gobuildcache":
                 self._found[name] = self._go_install(PEER_MODULE, PEER_VERSION, name)
+            elif name == "latencyproxy":
+                self._found[name] = TOOLS_BIN / name
+                _run(["go", "build", "-o", str(TOOLS_BIN / name), "."], env=_GO_ENV, cwd=ROOT / "bench" / name)
             else:
                 raise KeyError(name)
         return self._found[name]
@@ -95,8 +100,7 @@ class Tools:
         if binary.exists():
             return binary
         TOOLS_BIN.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "GOBIN": str(TOOLS_BIN), "GOFLAGS": "-buildvcs=false", "GOTOOLCHAIN": "local"}
-        _run(["go", "install", f"{module}@{version}"], env=env, cwd=Path("/"))
+        _run(["go", "install", f"{module}@{version}"], env={**_GO_ENV, "GOBIN": str(TOOLS_BIN)}, cwd=Path("/"))
         return binary
 
     def versions(self) -> dict[str, str]:

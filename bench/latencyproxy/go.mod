@@ -1,0 +1,3 @@
+module gocachegate.local/bench/latencyproxy
+
+go 1.24
