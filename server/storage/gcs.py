@@ -6,7 +6,10 @@ What each call costs is the point of this module (see ``docs/storage-layout.md``
   gives the size), the first ``HEAD_BYTES`` read eagerly and the rest pulled chunk by chunk from
   the same response, checked against the object's CRC32C at the end. The library's own downloads
   either buffer the whole object (``download_as_bytes``) or issue a range request per chunk
-  (``blob.open``), hence the GET here over the client's own session.
+  (``blob.open``), hence the GET here, through google-auth's urllib3 transport rather than the
+  library's requests session: every hit and every prefetched entry is one, and requests' session
+  machinery cost more CPU per read than the rest of the gate's hit path (0.9 ms against 0.5 ms
+  per read, measured against the emulator with 64 reads in flight).
 - ``write`` is ONE upload: single-request (multipart) up to 8 MiB, resumable above, so an upload
   that dies midway leaves no object. Custom metadata and ``customTime`` travel with it.
   ``create_only`` is ``ifGenerationMatch=0``: GCS itself decides which of two racing writers wins.
@@ -29,19 +32,23 @@ import http.client
 import io
 import json
 import os
+import urllib.parse
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import BinaryIO, TypeVar
 
+import certifi
 import google.auth
 import google_crc32c
 import requests
+import urllib3
 from google.api_core import exceptions as api_exceptions
 from google.api_core.retry import Retry
 from google.auth.credentials import AnonymousCredentials, Credentials, with_scopes_if_required
 from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError, TransportError
 from google.auth.transport.requests import AuthorizedSession
+from google.auth.transport.urllib3 import AuthorizedHttp
 from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 from google.cloud.storage.retry import DEFAULT_RETRY
@@ -73,6 +80,7 @@ _TRANSIENT = (
     http.client.HTTPException,
     ConnectionError,
     TransportError,
+    urllib3.exceptions.HTTPError,
 )
 _LIBRARY_ERRORS = (
     *_TRANSIENT,
@@ -106,8 +114,12 @@ class GCSStorage:
         os.environ.setdefault(_NO_BUCKET_METADATA, "true")
         credentials, project = _credentials(settings.project)
         self._session = _session(credentials, settings.threads, self._timeout)
+        self._media_http = AuthorizedHttp(  # type: ignore[no-untyped-call]
+            credentials, urllib3.PoolManager(maxsize=settings.threads, ca_certs=certifi.where()))
+        self._media_timeout = urllib3.Timeout(connect=self._http_timeout[0], read=self._http_timeout[1])
         self._client = storage.Client(project=project, credentials=credentials, _http=self._session)
         self._bucket = self._client.bucket(settings.bucket)
+        self._media_base = f"{self._client.api_endpoint}/download/storage/v1{self._bucket.path}"
         self._pool = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="gcs")
         self._closed = False
         self._bucket_seen = False  # has a check() listed the bucket yet
@@ -217,22 +229,26 @@ class GCSStorage:
         self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
+        self._media_http.http.clear()
 
     # -- blocking halves, run in the pool ----------------------------------------------------
 
     def _open(self, key: str) -> tuple[_Media, bytes] | None:
         """One media GET with its first ``HEAD_BYTES`` read; retried whole until the head is in."""
-        blob = self._bucket.blob(self._name(key))
-        url = f"{self._client.api_endpoint}/download/storage/v1{blob.path}?alt=media"
+        url = f"{self._media_base}/o/{urllib.parse.quote(self._name(key), safe='~')}?alt=media"
 
         def attempt() -> tuple[_Media, bytes] | None:
-            response = self._session.get(url, stream=True, timeout=self._http_timeout)
-            if response.status_code == http.client.NOT_FOUND:
-                _ = response.content  # read to the end, so the connection goes back to the pool
-                response.close()
+            response: urllib3.BaseHTTPResponse = self._media_http.urlopen(  # type: ignore[no-untyped-call]
+                "GET", url, preload_content=False, retries=False, timeout=self._media_timeout)
+            if response.status == http.client.NOT_FOUND:
+                response.drain_conn()  # a short JSON error: read, so the connection is kept
+                response.release_conn()
                 return None
-            if response.status_code != http.client.OK:
-                raise api_exceptions.from_http_response(response)  # type: ignore[no-untyped-call]
+            if response.status != http.client.OK:
+                text = response.read(4096).decode(errors="replace")
+                response.close()
+                raise api_exceptions.from_http_status(  # type: ignore[no-untyped-call]
+                    response.status, f"GET {url}: {text}")
             media = _Media(response)
             try:
                 return media, media.read_head(HEAD_BYTES)
@@ -316,15 +332,16 @@ class GCSStorage:
 class _Media:
     """One streamed media response: its chunks in order, verified (length, CRC32C) at the end."""
 
-    def __init__(self, response: requests.Response) -> None:
+    def __init__(self, response: urllib3.BaseHTTPResponse) -> None:
         self._response = response
         length = response.headers.get("x-goog-stored-content-length") or response.headers.get("content-length")
         if length is None:
-            raise InvalidResponse(response, "media response without a length")
+            response.close()
+            raise ConnectionError("media response without a length")
         self.size = int(length)
         self._expected = _crc32c_of(response.headers.get("x-goog-hash", ""))
         self._crc = 0
-        self._chunks: Iterator[bytes] = response.iter_content(_CHUNK)
+        self._chunks: Iterator[bytes] = response.stream(_CHUNK, decode_content=False)
         self._received = 0
         self.pending = b""  # read past the head; the first piece of the rest
         self.done = False
@@ -354,11 +371,15 @@ class _Media:
         if self._received != self.size:
             raise ConnectionError(f"media response ended after {self._received} of {self.size} bytes")
         if self._expected is not None and self._crc.to_bytes(4, "big") != self._expected:
-            raise DataCorruption(self._response, "media response does not match its CRC32C")
+            raise DataCorruption(None, "media response does not match its CRC32C")
         return None
 
     def close(self) -> None:
-        self._response.close()
+        """Back to the pool when read to the end, else the connection is dropped."""
+        if self._received == self.size and self.done:
+            self._response.release_conn()
+        else:
+            self._response.close()
 
 
 def _sized(body: Body, size: int) -> BinaryIO:
