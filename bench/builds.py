@@ -42,17 +42,19 @@ WARM_TARGET = Target(">=", 20.0)
 LATENCY_TARGET = Target(">=", 8.0)
 
 
-def _native_once(ctx: Context, step: Step) -> float:
-    root = ctx.scratch(f"native-{step.key}")
+def _native_once(ctx: Context, step: Step, memory: bool = False) -> float:
+    root = ctx.scratch(f"native-{step.key}", memory=memory)
     try:
         return run_step(ctx, native_machine(root), step).seconds
     finally:
         ctx.discard(root)
 
 
-def native_cold(ctx: Context, step: Step) -> Series:
-    """``step`` on an empty native GOCACHE, measured once per run for everyone to compare with."""
-    return ctx.once(f"native-cold:{step.key}", lambda: repeat(ctx.reps, lambda _: _native_once(ctx, step)))
+def native_cold(ctx: Context, step: Step, memory: bool = False) -> Series:
+    """``step`` on an empty native GOCACHE, measured once per run for everyone to compare with;
+    ``memory``: the GOCACHE on tmpfs."""
+    key = f"native-cold:{step.key}" + (":memory" if memory else "")
+    return ctx.once(key, lambda: repeat(ctx.reps, lambda _: _native_once(ctx, step, memory)))
 
 
 def helper_notes(stats: dict[str, int]) -> dict[str, object]:

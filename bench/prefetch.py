@@ -9,8 +9,9 @@ across the cases, so load from elsewhere on the machine falls on all of them ali
 
 Rows and the issue's targets:
 
-- 30 ms per storage call (gcs on fake-gcs-server through ``bench.latency``): prefetch against
-  native cold, >= 8x faster; without prefetch beside it.
+- 30 ms per storage call (gcs on fake-gcs-server through ``bench/latencyproxy``): prefetch
+  against native cold, >= 8x faster; without prefetch beside it; and with the L1 on tmpfs against
+  native cold with its GOCACHE on tmpfs (see the next point for why).
 - no added latency (local backend): prefetch against native warm (a warm GOCACHE), within 3x;
   once with every machine on the bench's disk, once with the L1 (and the native GOCACHE it is
   compared with) on tmpfs, as in a pod whose cache ``emptyDir`` has ``medium: Memory``. A fresh
@@ -176,13 +177,17 @@ def _latency_rows(ctx: Context, backends: Backends, steps: list[Step]) -> list[R
     with backends.gate(store, LATENCY_MS) as gate:
         for step in steps:
             def measure(step: Step = step) -> list[Row]:
-                cases = _Cases(ctx, step, gate.url, ("prefetch", "no prefetch"))
+                cases = _Cases(ctx, step, gate.url, ("prefetch", "no prefetch", "prefetch, L1 in memory"))
                 cases.run()
                 reference = native_cold(ctx, step)
                 with_, without = cases.series("prefetch"), cases.series("no prefetch")
                 return [
                     compare("prefetch", f"{step.label}: {label}, prefetch", with_, "native cold", reference,
                             "speedup", LATENCY_TARGET, **cases.notes["prefetch"]),
+                    compare("prefetch", f"{step.label}: {label}, prefetch, L1 in memory",
+                            cases.series("prefetch, L1 in memory"), "native cold in memory",
+                            native_cold(ctx, step, memory=True), "speedup", LATENCY_TARGET,
+                            **cases.notes["prefetch, L1 in memory"]),
                     compare("prefetch", f"{step.label}: {label}, no prefetch", without, "native cold", reference,
                             "speedup", None, **cases.notes["no prefetch"]),
                     compare("prefetch", f"{step.label}: {label}, prefetch against none", with_, "no prefetch",
