@@ -310,10 +310,19 @@ class Prefetch:
         ms, once (then it is no longer wasted).
 
         Called on every get before L1 is read; a landed entry counts as a get the manifest
-        foresaw; ``claimed``: this get was counted by ``claim`` already.
+        foresaw; ``claimed``: this get was counted by ``claim`` already. An entry being landed
+        right now is waited for: its files may be in L1 already, and read from there it would
+        count as a local hit. (Held entries only: they land from memory in a millisecond or two.)
         """
         with self._lock:
             landed = self._landed.pop(action_id, None)
+            slot = self._slots.get(action_id) if landed is None and not claimed else None
+        if slot is not None and slot.landing.locked():
+            with slot.landing:  # recorded in _landed before the lock is let go
+                pass
+            with self._lock:
+                landed = self._landed.pop(action_id, None)
+        with self._lock:
             if landed is None or claimed:
                 return landed
             self._asked_count += 1
@@ -419,10 +428,8 @@ class Prefetch:
         held = _Held(output_id, size, datetime.fromtimestamp(put_ms / 1000, UTC), max(compute_ms, 0), encoding == 1,
                      b"")
         if length > _WHOLE or size > _WHOLE:
-            try:
-                with slot.landing:
-                    slot.ok = self._land(action_id, held, _decoded(payload, size) if encoding == 1
-                                         else payload.chunks())
+            try:  # not under slot.landing: a get waits for the event, and take() must never wait on the wire
+                slot.ok = self._land(action_id, held, _decoded(payload, size) if encoding == 1 else payload.chunks())
             finally:
                 payload.skip()  # what a decoder that stopped early left
             self._stats.add(prefetched=int(slot.ok))
