@@ -10,7 +10,7 @@ Reference for all three: the same go command on Go's own cache, empty (``native 
   ``go build std`` 20x faster than native cold; vet and test of the real module are reported
   too (a test result is expected back as ``(cached)``).
 - ``remote-warm-latency``: the same with 30 ms added to every storage call (the gcs backend
-  through ``bench.latency``). Target: 8x.
+  through ``bench/latencyproxy``). Target: 8x.
 """
 
 from __future__ import annotations

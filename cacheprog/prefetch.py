@@ -76,7 +76,7 @@ class PrefetchSettings(NamedTuple):
     max_bytes: int = 4 << 30  # GOCACHEGATE_PREFETCH_MAX_BYTES: stop the stream after this many
     max_seconds: float = 300.0  # GOCACHEGATE_PREFETCH_SECONDS: ... or after this long
     wait_seconds: float = 1.0  # a get waits this long for its entry on the stream, then asks alone
-    hold_bytes: int = 256 << 20  # entries held in memory until asked for; past it the oldest are landed
+    hold_bytes: int = 256 << 20  # entries held in memory, not landed yet; past it the oldest are landed
 
 
 def settings_from_env(env: Mapping[str, str]) -> PrefetchSettings:
