@@ -152,9 +152,10 @@ def _land_whole(l1: L1, action_id: bytes, held: _Held) -> L1Entry | None:
 
 class _Slot:
     """An entry on its way: gets for it wait on ``event``; ``state`` says how it ended. Whoever
-    lands a held entry (a get, or a thread ahead of go) holds ``landing``; ``ok`` says how it went."""
+    lands a held entry (a get, or a thread ahead of go) holds ``landing``; ``landed`` says how it
+    went: ARRIVED (in L1), ABSENT (corrupt: a get for it is a miss) or FETCH (ask the gate alone)."""
 
-    __slots__ = ("abandoned", "event", "held", "landing", "ok", "state")
+    __slots__ = ("abandoned", "event", "held", "landed", "landing", "state")
 
     def __init__(self) -> None:
         self.event = threading.Event()
@@ -162,7 +163,7 @@ class _Slot:
         self.abandoned = False  # a get stopped waiting and fetches it itself
         self.held: _Held | None = None  # ARRIVED, still in memory
         self.landing = threading.Lock()
-        self.ok = False  # in L1
+        self.landed = FETCH
 
 
 class _Frames:
@@ -241,8 +242,10 @@ def _decoded(payload: _Payload, size: int) -> Iterator[bytes]:
 
 class Prefetch:
     def __init__(self, l1: L1, remote: Remote, stats: Stats, settings: PrefetchSettings,
-                 key: Callable[[], CommandKey], say_once: Callable[[str, str], None]) -> None:
+                 key: Callable[[], CommandKey], say_once: Callable[[str, str], None],
+                 report_corrupt: Callable[[bytes], None]) -> None:
         self.settings = settings
+        self._report_corrupt = report_corrupt  # named in the session report, for the gate's quarantine
         self._l1 = l1
         self._remote = remote
         self._stats = stats
@@ -303,7 +306,7 @@ class Prefetch:
                     return FETCH
         if slot.state != ARRIVED:
             return slot.state
-        return ARRIVED if self._land_slot(action_id, slot) else FETCH
+        return self._land_slot(action_id, slot)
 
     def take(self, action_id: bytes, *, claimed: bool = False) -> tuple[L1Entry, int] | None:
         """For an entry the prefetch landed: the entry (no need to read L1 for it) and its compute
@@ -429,11 +432,12 @@ class Prefetch:
                      b"")
         if length > _WHOLE or size > _WHOLE:
             try:  # not under slot.landing: a get waits for the event, and take() must never wait on the wire
-                slot.ok = self._land(action_id, held, _decoded(payload, size) if encoding == 1 else payload.chunks())
+                slot.landed = self._land(action_id, held, _decoded(payload, size) if encoding == 1
+                                         else payload.chunks())
             finally:
                 payload.skip()  # what a decoder that stopped early left
-            self._stats.add(prefetched=int(slot.ok))
-            self._settle(action_id, ARRIVED if slot.ok else FETCH)
+            self._stats.add(prefetched=int(slot.landed == ARRIVED))
+            self._settle(action_id, slot.landed)
             return
         held = held._replace(payload=frames.exact(length) if length else b"")
         with self._lock:
@@ -482,8 +486,8 @@ class Prefetch:
                 with self._lock:
                     self._in_flight -= 1
 
-    def _land_slot(self, action_id: bytes, slot: _Slot) -> bool:
-        """Land a held entry once, whoever comes first; True when it is in L1."""
+    def _land_slot(self, action_id: bytes, slot: _Slot) -> str:
+        """Land a held entry once, whoever comes first; how it went (``_Slot.landed``)."""
         with slot.landing:
             with self._lock:
                 held, slot.held = slot.held, None
@@ -491,12 +495,17 @@ class Prefetch:
                     self._held_bytes -= self._holding.pop(action_id)
                     self._room.notify_all()
             if held is not None:
-                slot.ok = self._land(action_id, held, None)
-            return slot.ok
+                slot.landed = self._land(action_id, held, None)
+            return slot.landed
 
-    def _land(self, action_id: bytes, held: _Held, chunks: Iterable[bytes] | None) -> bool:
-        """Land one entry: ``chunks`` from the stream (``land``), or None for the held payload; False
-        when it cannot be used. RemoteError from the stream passes."""
+    def _land(self, action_id: bytes, held: _Held, chunks: Iterable[bytes] | None) -> str:
+        """Land one entry: ``chunks`` from the stream (``land``), or None for the held payload.
+
+        ARRIVED, or FETCH when L1 cannot take it (the get's own fetch then falls back to a scratch
+        directory), or ABSENT when it is corrupt: counted and reported once here, and a miss for
+        go, since asking the gate alone would bring the same stored bytes again.
+        RemoteError from the stream passes.
+        """
         import zstandard
 
         try:
@@ -505,18 +514,19 @@ class Prefetch:
             else:
                 entry = _land_whole(self._l1, action_id, held)
         except L1Error as exc:
-            self._say_once("l1", f"local cache not writable ({exc}); remote hits cannot be used")
-            return False
+            self._say_once("l1", f"local cache not writable ({exc}); fetching entries one by one")
+            return FETCH
         except zstandard.ZstdError:
             entry = None
         if entry is None:
             self._stats.add(corrupt=1)
+            self._report_corrupt(action_id)
             self._say_once("corrupt", f"discarded a prefetched entry whose body does not match its digest "
                                       f"(action {action_id.hex()[:16]}…)")
-            return False
+            return ABSENT
         with self._lock:
             self._landed[action_id] = (entry, held.compute_ms)
-        return True
+        return ARRIVED
 
     def _settle(self, action_id: bytes, state: str) -> None:
         with self._lock:

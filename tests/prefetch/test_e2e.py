@@ -182,7 +182,7 @@ def test_a_corrupt_entry_in_the_stream_is_rejected_and_counted(local_only: Setup
         pytest.fail("no plain entry in the manifest to corrupt")
     reader = setup.machine("reader-token")
     s = setup.build(reader).stats
-    assert s["corrupt"] >= 1 and s["prefetched"] > 0, s
+    assert s["corrupt"] == 1 and s["prefetched"] > 0, s  # once: the get for it is a miss, not a second try
     assert _sha(reader.root / "app") == _sha(setup.tmp / "machine1" / "app")
 
 

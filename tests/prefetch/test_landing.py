@@ -57,6 +57,8 @@ class _Gate:
         self.manifest = manifest
         self.stream = _Stream()
         self.opened = threading.Event()
+        self.gets: list[str] = []
+        self.sessions: list[dict[str, object]] = []
 
     def get_manifest(self, key: str) -> bytes:
         return encode(self.manifest, "test")
@@ -66,10 +68,11 @@ class _Gate:
         return self.stream
 
     def get(self, action_hex: str) -> None:
+        self.gets.append(action_hex)
         return None  # not in the gate: a miss
 
-    def post_session(self, report: object) -> None:
-        pass
+    def post_session(self, report: dict[str, object]) -> None:
+        self.sessions.append(report)
 
 
 def _entry(n: int) -> tuple[bytes, bytes, bytes]:
@@ -186,5 +189,9 @@ def test_a_corrupt_entry_landed_ahead_is_counted_and_never_served(make_cache: Ma
     assert l1.get(bad_action) is None
     entry, ask_remote = cache.lookup(bad_action)
     assert entry is None and ask_remote
-    assert cache.fetch(bad_action) is None  # the gate stand-in has no single copy: a miss, never the bomb
+    assert cache.fetch(bad_action) is None  # a miss, never the bomb ...
+    assert gate.gets == []  # ... at once: asking the gate alone would bring the same stored bytes
     cache.close()
+    s = cache.stats.snapshot()
+    assert s["corrupt"] == 1 and s["misses"] == 1, s  # counted once
+    assert [report.get("corrupt_actions") for report in gate.sessions] == [[bad_action.hex()]]  # for quarantine
