@@ -184,16 +184,12 @@ class _TempFile:
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
-        self.path = os.path.join(directory, f"{_TEMP_TAG}{next(_temp_numbers)}")
+        self.path = _temp_path(directory)
         self.file: BinaryIO | None = None
 
     def __enter__(self) -> tuple[str, BinaryIO]:
         try:
-            try:
-                self.file = open(self.path, "xb")
-            except FileNotFoundError:
-                os.makedirs(self.directory, exist_ok=True)
-                self.file = open(self.path, "xb")
+            self.file = os.fdopen(_create(self.path), "wb")
         except OSError as exc:
             raise L1Error(f"cannot write in {self.directory}: {exc.strerror}") from exc
         return self.path, self.file
@@ -211,18 +207,26 @@ class _TempFile:
                 raise L1Error(f"cannot write in {self.directory}: {exc.strerror}") from exc
 
 
+def _temp_path(directory: str) -> str:
+    return os.path.join(directory, f"{_TEMP_TAG}{next(_temp_numbers)}")
+
+
+def _create(path: str) -> int:
+    """A new file (never an existing one) open for writing, its directory made if missing. Raises OSError."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, 0o666)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return os.open(path, flags, 0o666)
+
+
 def _write_file(path: str, data: bytes) -> None:
     """``data`` into ``path`` by rename from a temp file beside it (plain syscalls: this runs for
     every entry a build lands); raises L1Error."""
-    directory = os.path.dirname(path)
-    tmp = os.path.join(directory, f"{_TEMP_TAG}{next(_temp_numbers)}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    tmp = _temp_path(os.path.dirname(path))
     try:
-        try:
-            fd = os.open(tmp, flags, 0o666)
-        except FileNotFoundError:
-            os.makedirs(directory, exist_ok=True)
-            fd = os.open(tmp, flags, 0o666)
+        fd = _create(tmp)
         try:
             view = memoryview(data)
             while view:
