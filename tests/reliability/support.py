@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -111,8 +111,9 @@ def metric(url: str, name: str, **labels: str) -> float:
 
 
 @contextmanager
-def stalled_listener() -> Iterator[str]:
-    """A URL whose server accepts every connection and never answers (nor closes) it."""
+def stalled_listener(greet: Callable[[socket.socket], None] | None = None) -> Iterator[str]:
+    """A URL whose server accepts every connection and never answers (nor closes) it; ``greet``
+    first gets each connection, to read from it or send part of an answer."""
     server = socket.create_server(("127.0.0.1", 0), backlog=512)
     held: list[socket.socket] = []
     stop = threading.Event()
@@ -127,6 +128,8 @@ def stalled_listener() -> Iterator[str]:
             except OSError:
                 return
             held.append(conn)
+            if greet is not None:
+                greet(conn)
 
     thread = threading.Thread(target=accept, name="stalled-listener", daemon=True)
     thread.start()

@@ -7,46 +7,28 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from tests.helper.driver import Helper, action
+from tests.reliability.support import stalled_listener
 
 
 @contextmanager
 def gate_that_stalls_mid_body() -> Iterator[tuple[str, list[bytes]]]:
     """Answers every request with the headers of a 1000-byte hit and 100 bytes of it, then holds."""
-    server = socket.create_server(("127.0.0.1", 0))
     requests: list[bytes] = []
-    held: list[socket.socket] = []
-    stop = threading.Event()
+    head = (f"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nX-Go-Size: 1000\r\n"
+            f"X-Go-Output-Id: {hashlib.sha256(b'x').hexdigest()}\r\n\r\n").encode()
 
-    def serve() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            held.append(conn)
-            requests.append(conn.recv(65536).split(b"\r\n", 1)[0])
-            head = (f"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nX-Go-Size: 1000\r\n"
-                    f"X-Go-Output-Id: {hashlib.sha256(b'x').hexdigest()}\r\n\r\n").encode()
-            conn.sendall(head + b"x" * 100)
+    def greet(conn: socket.socket) -> None:
+        requests.append(conn.recv(65536).split(b"\r\n", 1)[0])
+        conn.sendall(head + b"x" * 100)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.getsockname()[1]}", requests
-    finally:
-        stop.set()
-        thread.join(5)
-        for conn in held:
-            conn.close()
-        server.close()
+    with stalled_listener(greet) as url:
+        yield url, requests
 
 
 def test_a_body_that_stalls_opens_the_circuit_at_once(tmp_path: Path) -> None:
