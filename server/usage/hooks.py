@@ -16,7 +16,7 @@ from ..deps import Access
 from ..entries import Hit, PutResult
 from ..sessions import SessionReport
 from .attribution import bind_current
-from .counters import SESSION_FIELDS, Dims
+from .counters import SESSION_FIELDS, Counts, Dims
 from .ledger import UsageLedger
 
 __all__ = [
@@ -53,14 +53,22 @@ def _request_dims(request: Request, access: Access) -> Dims:
     return Dims(access.namespace, access.principal.subject, job, job_type)
 
 
-def count_get(request: Request, access: Access, hit: Hit | None) -> None:
-    """A get answered: ``hit`` sent, or None for a miss (corrupt entries included)."""
+def _one_request(request: Request, access: Access) -> tuple[Dims, Counts] | None:
+    """The caller's row with this request counted in it; None when the ledger is off."""
     ledger: UsageLedger = request.app.state.usage
     if not ledger.enabled:
-        return
+        return None
     dims = _request_dims(request, access)
     counts = ledger.row(dims)
     counts.requests += 1
+    return dims, counts
+
+
+def count_get(request: Request, access: Access, hit: Hit | None) -> None:
+    """A get answered: ``hit`` sent, or None for a miss (corrupt entries included)."""
+    if (row := _one_request(request, access)) is None:
+        return
+    dims, counts = row
     if hit is None:
         counts.misses += 1
     else:
@@ -72,12 +80,9 @@ def count_get(request: Request, access: Access, hit: Hit | None) -> None:
 
 def count_put(request: Request, access: Access, result: PutResult | None) -> None:
     """A put answered: stored, already present, or refused (None)."""
-    ledger: UsageLedger = request.app.state.usage
-    if not ledger.enabled:
+    if (row := _one_request(request, access)) is None:
         return
-    dims = _request_dims(request, access)
-    counts = ledger.row(dims)
-    counts.requests += 1
+    dims, counts = row
     if result is None:
         counts.puts_rejected += 1
     elif result.created:
