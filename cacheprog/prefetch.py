@@ -325,9 +325,9 @@ class Prefetch:
                 pass
             with self._lock:
                 landed = self._landed.pop(action_id, None)
+        if landed is None or claimed:
+            return landed
         with self._lock:
-            if landed is None or claimed:
-                return landed
             self._asked_count += 1
             self._listed_count += 1
             feed = bool(self._holding) and self._landing < _LANDERS
