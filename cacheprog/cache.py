@@ -27,7 +27,7 @@ from . import __version__
 from .config import Config
 from .l1 import L1, L1Entry, L1Error
 from .manifest import CommandKey, Recorder, command_key, encode
-from .prefetch import ABSENT, ARRIVED, FETCH, Prefetch, PrefetchSettings, land
+from .prefetch import ABSENT, ARRIVED, FETCH, LANDING, Prefetch, PrefetchSettings, land
 from .remote import CorruptBody, Refused, Remote, RemoteError, RemoteUnavailable
 from .stats import Stats
 from .workers import Workers
@@ -98,11 +98,15 @@ class Cache:
     def lookup(self, action_id: bytes) -> tuple[L1Entry | None, bool]:
         """The local answer at once: (entry, False) hit; (None, True) ask the gate; (None, False) miss."""
         self.recorder.asked(action_id)
-        landed = None if self.prefetch is None else self.prefetch.take(action_id)
-        if landed is not None:  # landed by the prefetch before go asked: the remote paid for it
+        prefetch = self.prefetch
+        landed = None if prefetch is None else prefetch.take(action_id)
+        if isinstance(landed, tuple):  # landed by the prefetch before go asked: the remote paid for it
             self.recorder.used(action_id)
             self.stats.add(gets=1, hits=1, remote_hits=1, prefetch_hits=1, compute_ms_saved=landed[1])
             return landed[0], False
+        if landed == LANDING and prefetch is not None:  # ``fetch`` waits for it, off the protocol loop
+            prefetch.claim(action_id)
+            return None, True
         entry = self.l1.get(action_id)
         if entry is not None:
             self.recorder.used(action_id)
@@ -122,7 +126,7 @@ class Cache:
         entry = None
         if outcome == ARRIVED:
             landed = self.prefetch.take(action_id, claimed=True) if self.prefetch is not None else None
-            if landed is not None:
+            if isinstance(landed, tuple):
                 entry = landed[0]
                 self.stats.add(prefetch_hits=1, compute_ms_saved=landed[1])
         if entry is None and outcome != ABSENT:

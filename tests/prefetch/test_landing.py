@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from cacheprog import prefetch
 from cacheprog.cache import Cache
 from cacheprog.config import Config
 from cacheprog.l1 import L1
@@ -195,3 +196,56 @@ def test_a_corrupt_entry_landed_ahead_is_counted_and_never_served(make_cache: Ma
     s = cache.stats.snapshot()
     assert s["corrupt"] == 1 and s["misses"] == 1, s  # counted once
     assert [report.get("corrupt_actions") for report in gate.sessions] == [[bad_action.hex()]]  # for quarantine
+
+
+def test_entries_over_the_whole_bound_are_landed_from_the_stream_and_checked(
+        make_cache: MakeCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prefetch, "_WHOLE", 1024)  # every entry of a few KB takes the streamed way
+    entries = [_entry(n) for n in range(_LEAD + 3)]  # all landed as they come, beyond the lead too
+    bad_action, _, frame = entries[1]
+    entries[1] = (bad_action, os.urandom(32), frame[:1 + 32] + os.urandom(32) + frame[1 + 64:])  # wrong digest
+    cache, gate, l1 = make_cache([a for a, _, _ in entries])
+    _stream_all(gate, entries)
+    _wait_for(lambda: cache.stats.snapshot()["corrupt"] == 1 and _in_l1(l1, entries) == len(entries) - 1,
+              "the stream")
+    for action, output, _ in (entries[0], entries[-1]):
+        entry, ask_remote = cache.lookup(action)
+        assert entry is not None and not ask_remote and entry.output_id == output
+        assert hashlib.sha256(Path(entry.path).read_bytes()).digest() == output
+    assert cache.lookup(bad_action) == (None, True)
+    assert cache.fetch(bad_action) is None and gate.gets == []  # never served, not asked for again
+    cache.close()
+    s = cache.stats.snapshot()
+    assert s["prefetched"] == len(entries) - 1 and s["prefetch_hits"] == 2, s
+    assert s["corrupt"] == 1 and s["misses"] == 1, s
+
+
+
+def test_a_get_for_an_entry_being_landed_waits_off_the_protocol_loop(
+        make_cache: MakeCache, monkeypatch: pytest.MonkeyPatch) -> None:
+    entries = [_entry(n) for n in range(3)]
+    slow_action, slow_output, _ = entries[1]
+    inside, release = threading.Event(), threading.Event()
+    land_whole = prefetch._land_whole
+
+    def slow_landing(l1: L1, action_id: bytes, held: object) -> object:
+        if action_id == slow_action:  # a big entry: tens of milliseconds, here until released
+            inside.set()
+            release.wait(10)
+        return land_whole(l1, action_id, held)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(prefetch, "_land_whole", slow_landing)
+    cache, gate, _ = make_cache([a for a, _, _ in entries])
+    _stream_all(gate, entries)
+    _wait_for(inside.is_set, "the lander to start on the slow entry")
+    answered: list[tuple[object, bool]] = []
+    loop = threading.Thread(target=lambda: answered.append(cache.lookup(slow_action)))
+    loop.start()
+    loop.join(2)
+    assert answered == [(None, True)], "the protocol loop waited for a landing"  # a worker will
+    release.set()
+    fetched = cache.fetch(slow_action)
+    assert fetched is not None and fetched.output_id == slow_output and gate.gets == []
+    cache.close()
+    s = cache.stats.snapshot()
+    assert s["prefetch_hits"] == s["remote_hits"] == 1 and s["local_hits"] == s["misses"] == 0, s
