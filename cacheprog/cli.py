@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from . import HANDSHAKE
 
+TYPE_CHECKING = False  # not typing's: importing typing first would delay the handshake go waits for
 if TYPE_CHECKING:
     from .config import Config
     from .l1 import L1
