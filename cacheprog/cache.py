@@ -64,7 +64,8 @@ class Cache:
         self._key: CommandKey | None = None
         self.prefetch: Prefetch | None = None
         if remote is not None and prefetch is not None and prefetch.enabled:
-            self.prefetch = Prefetch(l1, remote, stats, prefetch, self.manifest_key, self.say_once, self._reported)
+            self.prefetch = Prefetch(l1, remote, stats, prefetch, self.manifest_key, self.say_once, self._reported,
+                                     self._store_failed)
 
     def manifest_key(self) -> CommandKey:
         """The key of this go command's manifest, worked out once (``manifest.py``)."""

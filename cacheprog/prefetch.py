@@ -156,6 +156,12 @@ def _land_whole(l1: L1, action_id: bytes, held: _Held) -> L1Entry | None:
     return l1.put(action_id, held.output_id, body, held.put_time)
 
 
+def _land_in(store: L1, action_id: bytes, held: _Held, chunks: Iterable[bytes] | None) -> L1Entry | None:
+    if chunks is not None:
+        return land(store, action_id, held.output_id, held.size, held.put_time, chunks)
+    return _land_whole(store, action_id, held)
+
+
 class _Slot:
     """An entry on its way: gets for it wait on ``event``; ``state`` says how it ended. Whoever
     lands a held entry (a get, or a thread ahead of go) holds ``landing``; ``landed`` says how it
@@ -249,10 +255,13 @@ def _decoded(payload: _Payload, size: int) -> Iterator[bytes]:
 class Prefetch:
     def __init__(self, l1: L1, remote: Remote, stats: Stats, settings: PrefetchSettings,
                  key: Callable[[], CommandKey], say_once: Callable[[str, str], None],
-                 report_corrupt: Callable[[bytes], None]) -> None:
+                 report_corrupt: Callable[[bytes], None],
+                 store_failed: Callable[[L1, L1Error], L1 | None]) -> None:
         self.settings = settings
         self._report_corrupt = report_corrupt  # named in the session report, for the gate's quarantine
         self._l1 = l1
+        self._store = l1  # where entries land: L1, or the cache's scratch directory once L1 failed
+        self._store_failed = store_failed  # the cache's: says so once, and where to land instead
         self._remote = remote
         self._stats = stats
         self._key = key
@@ -505,20 +514,28 @@ class Prefetch:
     def _land(self, action_id: bytes, held: _Held, chunks: Iterable[bytes] | None) -> str:
         """Land one entry: ``chunks`` from the stream (``land``), or None for the held payload.
 
-        ARRIVED, or FETCH when L1 cannot take it (the get's own fetch then falls back to a scratch
-        directory), or ABSENT when it is corrupt: counted and reported once here, and a miss for
-        go, since asking the gate alone would bring the same stored bytes again.
+        ARRIVED; or FETCH when it could not be written (the get asks the gate alone); or ABSENT
+        when it is corrupt: counted and reported once here, and a miss for go, since asking the
+        gate alone would bring the same stored bytes again. Once L1 cannot be written (a full
+        disk), entries land in the cache's scratch directory, as the gets' own fetches do, and a
+        held entry is landed there at once (one from the stream has moved on: it is fetched).
         RemoteError from the stream passes.
         """
         import zstandard
 
+        store = self._store
         try:
-            if chunks is not None:
-                entry = land(self._l1, action_id, held.output_id, held.size, held.put_time, chunks)
-            else:
-                entry = _land_whole(self._l1, action_id, held)
-        except L1Error as exc:
-            self._say_once("l1", f"local cache not writable ({exc}); fetching entries one by one")
+            try:
+                entry = _land_in(store, action_id, held, chunks)
+            except L1Error as exc:
+                fallback = self._store_failed(store, exc)
+                if fallback is None:
+                    return FETCH
+                self._store = fallback
+                if chunks is not None:
+                    return FETCH
+                entry = _land_in(fallback, action_id, held, None)
+        except L1Error:
             return FETCH
         except zstandard.ZstdError:
             entry = None

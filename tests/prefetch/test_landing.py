@@ -249,3 +249,26 @@ def test_a_get_for_an_entry_being_landed_waits_off_the_protocol_loop(
     cache.close()
     s = cache.stats.snapshot()
     assert s["prefetch_hits"] == s["remote_hits"] == 1 and s["local_hits"] == s["misses"] == 0, s
+
+
+def test_entries_land_in_the_scratch_directory_once_l1_cannot_be_written(
+        make_cache: MakeCache, tmp_path: Path) -> None:
+    (tmp_path / "l1").write_bytes(b"")  # a file where L1's directory should be: nothing can be created in it
+    entries = [_entry(n) for n in range(8)]
+    cache, gate, l1 = make_cache([a for a, _, _ in entries])
+    _stream_all(gate, entries)
+    _wait_for(lambda: cache.stats.snapshot()["prefetched"] == len(entries), "the stream")
+    paths = []
+    for action, output, _ in entries:
+        entry, ask_remote = cache.lookup(action)
+        if entry is None:  # not landed ahead yet: the get waits for its landing
+            assert ask_remote
+            entry = cache.fetch(action)
+        assert entry is not None and entry.output_id == output
+        assert not entry.path.startswith(l1.root) and hashlib.sha256(Path(entry.path).read_bytes()).digest() == output
+        paths.append(Path(entry.path))
+    assert gate.gets == []  # every entry came with the prefetch, none fetched alone
+    cache.close()
+    s = cache.stats.snapshot()
+    assert s["prefetch_hits"] == s["remote_hits"] == len(entries) and s["misses"] == 0, s
+    assert not any(path.exists() for path in paths), "the scratch directory outlived the command"
