@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -209,6 +207,8 @@ class Cache:
 
     def _store_failed(self, store: L1, exc: L1Error) -> L1 | None:
         """After a failed write into ``store``: the scratch directory to use from now on, or None."""
+        import tempfile  # only on a failing disk: every go command waits for the helper's imports
+
         problem = ""
         with self._lock:
             if store is not self.l1:
@@ -307,6 +307,8 @@ class Cache:
         if self.cfg.verbose:
             self._say(self.stats.summary().removeprefix("gocacheprog: "))
         if self._scratch is not None:  # go has read every path it was given: close is its last request
+            import shutil
+
             shutil.rmtree(self._scratch.root, ignore_errors=True)
 
     def _send_manifest(self) -> None:
