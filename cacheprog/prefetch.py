@@ -163,14 +163,18 @@ def _land_in(store: L1, action_id: bytes, held: _Held, chunks: Iterable[bytes] |
 
 
 class _Slot:
-    """An entry on its way: gets for it wait on ``event``; ``state`` says how it ended. Whoever
-    lands a held entry (a get, or a thread ahead of go) holds ``landing``; ``landed`` says how it
-    went: ARRIVED (in L1), ABSENT (corrupt: a get for it is a miss) or FETCH (ask the gate alone)."""
+    """An entry on its way: ``settled`` once it arrived or will not, ``state`` says how. A get
+    that waits for it makes ``event`` (few do: one per slot would cost milliseconds per thousand
+    entries, before the stream is asked for). Whoever lands a held entry (a get, or a thread ahead
+    of go) holds ``landing``; ``landed`` says how it went: ARRIVED (in L1), ABSENT (corrupt: a get
+    for it is a miss) or FETCH (ask the gate alone). ``settled`` and ``event`` change under the
+    prefetch's lock."""
 
-    __slots__ = ("abandoned", "event", "held", "landed", "landing", "state")
+    __slots__ = ("abandoned", "event", "held", "landed", "landing", "settled", "state")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self.settled = False
+        self.event: threading.Event | None = None
         self.state = FETCH
         self.abandoned = False  # a get stopped waiting and fetches it itself
         self.held: _Held | None = None  # ARRIVED, still in memory
@@ -312,11 +316,14 @@ class Prefetch:
         """
         with self._lock:
             slot = self._slots.get(action_id)
-        if slot is None:
-            return FETCH
-        if not slot.event.wait(self.settings.wait_seconds):
+            if slot is None:
+                return FETCH
+            event = None
+            if not slot.settled:
+                event = slot.event = slot.event or threading.Event()
+        if event is not None and not event.wait(self.settings.wait_seconds):
             with self._lock:
-                slot.abandoned = not slot.event.is_set()
+                slot.abandoned = not slot.settled
                 if slot.abandoned:
                     return FETCH
         if slot.state != ARRIVED:
@@ -379,9 +386,14 @@ class Prefetch:
             with self._lock:
                 self._known = True
                 self._asked.clear()
-                pending = [slot for slot in self._slots.values() if not slot.event.is_set()]
-            for slot in pending:
-                slot.event.set()  # state FETCH: go asks the gate itself
+                waiting = []
+                for slot in self._slots.values():
+                    if not slot.settled:  # state FETCH: go asks the gate itself
+                        slot.settled = True
+                        if slot.event is not None:
+                            waiting.append(slot.event)
+            for event in waiting:
+                event.set()
 
     def _prefetch(self) -> None:
         key = self._key()
@@ -552,6 +564,10 @@ class Prefetch:
     def _settle(self, action_id: bytes, state: str) -> None:
         with self._lock:
             slot = self._slots.get(action_id)
-        if slot is not None and not slot.event.is_set():
+            if slot is None or slot.settled:
+                return
             slot.state = state
-            slot.event.set()
+            slot.settled = True
+            event = slot.event
+        if event is not None:
+            event.set()

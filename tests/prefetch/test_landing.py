@@ -91,17 +91,17 @@ def _wait_for(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.01)
 
 
-MakeCache = Callable[[list[bytes]], tuple[Cache, _Gate, L1]]
+MakeCache = Callable[..., tuple[Cache, _Gate, L1]]  # (manifest, wait_seconds=1.0)
 
 
 @pytest.fixture
 def make_cache(tmp_path: Path) -> MakeCache:
-    def make(manifest: list[bytes]) -> tuple[Cache, _Gate, L1]:
+    def make(manifest: list[bytes], wait_seconds: float = 1.0) -> tuple[Cache, _Gate, L1]:
         l1 = L1(str(tmp_path / "l1"), 1 << 30)
         gate = _Gate(manifest)
         cfg = Config(url="http://gate.invalid", namespace="ns", dir=l1.root, read_only=True)
         cache = Cache(cfg, l1, gate, Stats(), say=lambda message: None,  # type: ignore[arg-type]
-                      prefetch=PrefetchSettings())
+                      prefetch=PrefetchSettings(wait_seconds=wait_seconds))
         cache._key = CommandKey("test-key", "test")  # no go command started this helper
         assert cache.prefetch is not None
         cache.prefetch.start()
@@ -272,3 +272,28 @@ def test_entries_land_in_the_scratch_directory_once_l1_cannot_be_written(
     s = cache.stats.snapshot()
     assert s["prefetch_hits"] == s["remote_hits"] == len(entries) and s["misses"] == 0, s
     assert not any(path.exists() for path in paths), "the scratch directory outlived the command"
+
+
+def test_a_get_waits_for_its_entry_on_the_stream_and_no_longer_than_wait_seconds(make_cache: MakeCache) -> None:
+    entries = [_entry(n) for n in range(3)]
+    cache, gate, _ = make_cache([a for a, _, _ in entries], wait_seconds=1.0)
+    first, late, last = (action for action, _, _ in entries)
+    assert cache.lookup(first) == (None, True)
+    got: list[object] = []
+    waiting = threading.Thread(target=lambda: got.append(cache.fetch(first)))
+    waiting.start()
+    time.sleep(0.1)  # the get is waiting for the stream now
+    gate.stream.send(MAGIC + entries[0][2])
+    waiting.join(0.7)  # woken by the entry's arrival, well before wait_seconds ran out
+    assert len(got) == 1 and got[0] is not None and gate.gets == []  # served by the stream, not alone
+
+    assert cache.lookup(late) == (None, True)
+    started = time.monotonic()
+    assert cache.fetch(late) is None  # nothing came within wait_seconds: asked alone (a miss here)
+    assert 1.0 <= time.monotonic() - started < 3 and gate.gets == [late.hex()]
+    gate.stream.send(entries[1][2] + entries[2][2] + b"Z" + (3).to_bytes(4, "big"))  # late: skipped
+    _wait_for(lambda: cache.stats.snapshot()["prefetched"] == 2, "the rest of the stream")
+    assert cache.lookup(last)[0] is not None
+    cache.close()
+    s = cache.stats.snapshot()
+    assert s["prefetch_hits"] == 2 and s["misses"] == 1 and s["prefetched"] == 2, s
