@@ -2,11 +2,13 @@
 
     gocachegate serve [--config FILE] [--host ADDR] [--port N] [--access-log]
     gocachegate check-config FILE
+    gocachegate admin COMMAND ...      (``admin_cli.py``: an HTTP client of the gate's admin API)
     gocachegate --version
 
-Imports stay light until a command needs more: the web stack loads only to serve. Any failure
-to start is one line on stderr and exit status 2. More commands (``admin ...``) are one more
-subparser in ``_parser``.
+Imports stay light until a command needs more: the config's models (pydantic, the OIDC stack)
+load only for ``serve`` and ``check-config``, the web stack only to serve, so ``admin`` commands
+and ``--help`` answer at once. Any failure to start is one line on stderr and exit status 2.
+Command groups (``admin ...``) are one more subparser in ``_parser``.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import argparse
 import ipaddress
 import sys
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 from . import admin_cli
-from .config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 __all__ = ["listen_problem", "main"]
 
@@ -26,6 +30,8 @@ EXIT_USAGE = 2
 
 
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("gocachegate")
     except PackageNotFoundError:
@@ -57,6 +63,8 @@ def _fail(message: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_settings
+
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
@@ -78,6 +86,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load_settings
+
     try:
         settings = load_settings(args.file)
     except ConfigError as exc:

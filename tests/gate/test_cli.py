@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,18 @@ def test_version_and_usage() -> None:
     result = run("--version")
     assert result.returncode == 0 and result.stdout.startswith("gocachegate ")
     assert run().returncode == 2
+
+
+def test_admin_commands_do_not_load_the_config_stack() -> None:
+    """An admin command is an HTTP client: pydantic and the OIDC stack would cost it a third of a second."""
+    script = (
+        "import sys\n"
+        "from server.cli import main\n"
+        "try:\n"
+        "    main(['admin', 'stats', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('server.config', 'pydantic', 'jwt', 'fastapi') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
