@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from . import __version__
 from .config import Config
@@ -31,6 +32,8 @@ from .stats import Stats
 from .workers import Workers
 
 __all__ = ["Cache"]
+
+_Written = TypeVar("_Written")
 
 _COMPRESS_MIN_BYTES = 512
 _UPLOAD_THREADS = 8
@@ -63,7 +66,7 @@ class Cache:
         self.prefetch: Prefetch | None = None
         if remote is not None and prefetch is not None and prefetch.enabled:
             self.prefetch = Prefetch(l1, remote, stats, prefetch, self.manifest_key, self.say_once, self._reported,
-                                     self._store_failed)
+                                     self.in_store)
 
     def manifest_key(self) -> CommandKey:
         """The key of this go command's manifest, worked out once (``manifest.py``)."""
@@ -155,13 +158,11 @@ class Cache:
             return None
         if download is None:
             return None
-        store = self._writable()
         try:
-            entry = land(store, action_id, download.output_id, download.size, download.put_time,
-                         download.chunks())
-        except L1Error as exc:
+            entry = self.in_store(lambda store: land(store, action_id, download.output_id, download.size,
+                                                     download.put_time, download.chunks()), False)
+        except L1Error:
             download.finish(ok=False)
-            self._store_failed(store, exc)
             return None
         except CorruptBody as exc:
             download.finish(ok=False)
@@ -202,8 +203,23 @@ class Cache:
 
     # -- put ---------------------------------------------------------------------------------------
 
-    def _writable(self) -> L1:
-        return self._scratch or self.l1
+    def in_store(self, write: Callable[[L1], _Written], again: bool) -> _Written:
+        """``write`` into L1, or into the scratch directory once L1 failed; after a failure, the
+        scratch directory is tried at once when ``again`` (a body read from a stream cannot be).
+        Raises L1Error. Every write into the local cache goes through here: a get's, a put's and
+        the prefetch's."""
+        store = self._scratch or self.l1
+        try:
+            return write(store)
+        except L1Error as exc:
+            fallback = self._store_failed(store, exc)
+            if fallback is None or not again:
+                raise
+        try:
+            return write(fallback)
+        except L1Error as exc:
+            self._store_failed(fallback, exc)
+            raise
 
     def _store_failed(self, store: L1, exc: L1Error) -> L1 | None:
         """After a failed write into ``store``: the scratch directory to use from now on, or None."""
@@ -231,18 +247,7 @@ class Cache:
     def put(self, action_id: bytes, output_id: bytes, body: bytes) -> L1Entry:
         """Store locally and answer; the upload goes on in the background. Raises L1Error when
         neither L1 nor a scratch directory can take it (as go's own cache on a full disk)."""
-        store = self._writable()
-        try:
-            entry = store.put(action_id, output_id, body, datetime.now(UTC))
-        except L1Error as exc:
-            fallback = self._store_failed(store, exc)
-            if fallback is None:
-                raise
-            try:
-                entry = fallback.put(action_id, output_id, body, datetime.now(UTC))
-            except L1Error as scratch_exc:
-                self._store_failed(fallback, scratch_exc)
-                raise
+        entry = self.in_store(lambda store: store.put(action_id, output_id, body, datetime.now(UTC)), True)
         self.recorder.used(action_id)
         self.stats.add(puts=1)
         with self._lock:

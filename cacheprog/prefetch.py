@@ -77,6 +77,10 @@ _FRESH = 0.75
 _LEAD = 64
 
 
+#: ``Cache.in_store``: a write into L1 (or the scratch directory), tried there again or not.
+InStore = Callable[[Callable[[L1], L1Entry | None], bool], L1Entry | None]
+
+
 class PrefetchSettings(NamedTuple):
     enabled: bool = True  # GOCACHEGATE_PREFETCH=0: neither prefetch nor write manifests
     max_bytes: int = 4 << 30  # GOCACHEGATE_PREFETCH_MAX_BYTES: stop the stream after this many
@@ -154,12 +158,6 @@ def _land_whole(l1: L1, action_id: bytes, held: _Held) -> L1Entry | None:
     if len(body) != held.size or hashlib.sha256(body).digest() != held.output_id:
         return None
     return l1.put(action_id, held.output_id, body, held.put_time)
-
-
-def _land_in(store: L1, action_id: bytes, held: _Held, chunks: Iterable[bytes] | None) -> L1Entry | None:
-    if chunks is not None:
-        return land(store, action_id, held.output_id, held.size, held.put_time, chunks)
-    return _land_whole(store, action_id, held)
 
 
 class _Slot:
@@ -259,13 +257,11 @@ def _decoded(payload: _Payload, size: int) -> Iterator[bytes]:
 class Prefetch:
     def __init__(self, l1: L1, remote: Remote, stats: Stats, settings: PrefetchSettings,
                  key: Callable[[], CommandKey], say_once: Callable[[str, str], None],
-                 report_corrupt: Callable[[bytes], None],
-                 store_failed: Callable[[L1, L1Error], L1 | None]) -> None:
+                 report_corrupt: Callable[[bytes], None], in_store: InStore) -> None:
         self.settings = settings
         self._report_corrupt = report_corrupt  # named in the session report, for the gate's quarantine
         self._l1 = l1
-        self._store = l1  # where entries land: L1, or the cache's scratch directory once L1 failed
-        self._store_failed = store_failed  # the cache's: says so once, and where to land instead
+        self._in_store = in_store  # the cache's: L1, or its scratch directory once L1 failed
         self._remote = remote
         self._stats = stats
         self._key = key
@@ -535,18 +531,12 @@ class Prefetch:
         """
         import zstandard
 
-        store = self._store
         try:
-            try:
-                entry = _land_in(store, action_id, held, chunks)
-            except L1Error as exc:
-                fallback = self._store_failed(store, exc)
-                if fallback is None:
-                    return FETCH
-                self._store = fallback
-                if chunks is not None:
-                    return FETCH
-                entry = _land_in(fallback, action_id, held, None)
+            if chunks is not None:
+                entry = self._in_store(lambda store: land(store, action_id, held.output_id, held.size,
+                                                          held.put_time, chunks), False)
+            else:
+                entry = self._in_store(lambda store: _land_whole(store, action_id, held), True)
         except L1Error:
             return FETCH
         except zstandard.ZstdError:
