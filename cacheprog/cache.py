@@ -47,7 +47,8 @@ def _say(message: str) -> None:
 
 class Cache:
     def __init__(self, cfg: Config, l1: L1, remote: Remote | None, stats: Stats,
-                 say: Callable[[str], None] = _say, prefetch: PrefetchSettings | None = None) -> None:
+                 say: Callable[[str], None] = _say, prefetch: PrefetchSettings | None = None,
+                 key: CommandKey | None = None) -> None:
         self.cfg = cfg
         self.l1 = l1
         self.remote = remote
@@ -62,7 +63,7 @@ class Cache:
         self._scratch: L1 | None = None  # where entries go once L1 cannot be written
         self._corrupt: list[str] = []  # actions whose remote body was corrupt (sent with the session)
         self.recorder = Recorder()  # what go used: the manifest a writer sends at close
-        self._key: CommandKey | None = None
+        self._key = key  # worked out from go's process when it is not given (``manifest_key``)
         self.prefetch: Prefetch | None = None
         if remote is not None and prefetch is not None and prefetch.enabled:
             self.prefetch = Prefetch(l1, remote, stats, prefetch, self.manifest_key, self.say_once, self._reported,

@@ -9,16 +9,18 @@ from . import HANDSHAKE
 
 TYPE_CHECKING = False  # not typing's: importing typing first would delay the handshake go waits for
 if TYPE_CHECKING:
-    from .config import Config
     from .l1 import L1
     from .prefetch import PrefetchSettings
-    from .remote import Remote
 
 __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["warm"]:
+        from .warm import warm
+
+        return warm(args[1:])
     if {"-h", "--help", "--version"} & set(args) or sys.stdin is None or sys.stdin.isatty():
         return _no_go(args)
     os.write(1, HANDSHAKE)
@@ -43,6 +45,7 @@ def _serve(args: list[str]) -> int:
     from .config import Config, ConfigError, default_dir, load_config
     from .l1 import L1
     from .loop import serve
+    from .remote import remote_for
     from .stats import Stats
 
     try:
@@ -53,7 +56,7 @@ def _serve(args: list[str]) -> int:
         cfg = Config(url=None, namespace="default",
                      dir=os.environ.get("GOCACHEGATE_DIR") or default_dir(os.environ))
     l1 = L1(cfg.dir, cfg.l1_max_bytes)
-    remote = _remote(cfg)
+    remote = remote_for(cfg)
     _warm_up_in_background(l1, remote is not None)
     cache = Cache(cfg, l1, remote, Stats(), prefetch=_prefetch_settings())
     if cache.prefetch is not None:
@@ -70,24 +73,6 @@ def _prefetch_settings() -> PrefetchSettings | None:
     except ValueError as exc:
         sys.stderr.write(f"gocacheprog: {exc}; no prefetch\n")
         return None
-
-
-def _remote(cfg: Config) -> Remote | None:
-    if cfg.url is None:
-        return None
-    from .remote import Remote
-    from .tokens import FileToken, StaticToken, TokenSource
-
-    tokens: TokenSource | None = None
-    if cfg.token_file:
-        tokens = FileToken(cfg.token_file)
-    elif cfg.token:
-        tokens = StaticToken(cfg.token)
-    elif cfg.auth == "google":
-        from .google_token import GoogleIDToken
-
-        tokens = GoogleIDToken(cfg.audience or cfg.url)
-    return Remote(cfg.url, cfg.namespace, tokens, cfg.timeout, cfg.job)
 
 
 def _warm_up_in_background(l1: L1, remote: bool) -> None:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 from . import __version__
 
-__all__ = ["Config", "ConfigError", "build_parser", "default_dir", "load_config"]
+__all__ = ["Config", "ConfigError", "build_parser", "config_from", "default_dir", "load_config"]
 
 _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _DEFAULT_L1_MAX_BYTES = 5 << 30
@@ -47,18 +47,20 @@ class Config(NamedTuple):
     job: Mapping[str, str] = MappingProxyType({})
 
 
-def build_parser() -> argparse.ArgumentParser:
+_DESCRIPTION = ("GOCACHEPROG helper of gocachegate: a local disk cache in front of a remote gate. go starts it; "
+                "set GOCACHEPROG=gocacheprog. 'gocacheprog warm --help': fill the local cache before go runs. "
+                "Every flag has a GOCACHEGATE_* variable; flags win.")
+
+
+def build_parser(prog: str = "gocacheprog", description: str = _DESCRIPTION) -> argparse.ArgumentParser:
+    """The helper's flags; ``gocacheprog warm`` adds its own to them."""
     import argparse
 
     class _Parser(argparse.ArgumentParser):
         def error(self, message: str) -> NoReturn:
             raise ConfigError(message)
 
-    p = _Parser(
-        prog="gocacheprog",
-        description="GOCACHEPROG helper of gocachegate: a local disk cache in front of a remote gate. "
-        "go starts it; set GOCACHEPROG=gocacheprog. Every flag has a GOCACHEGATE_* variable; flags win.",
-    )
+    p = _Parser(prog=prog, description=description)
     p.add_argument("--version", action="version", version=f"gocacheprog {__version__}")
     p.add_argument("--url", help="gate base URL (GOCACHEGATE_URL); unset: local cache only")
     p.add_argument("--namespace", help="cache namespace (GOCACHEGATE_NAMESPACE)")
@@ -106,7 +108,11 @@ def _default_namespace(env: Mapping[str, str]) -> str:
 def load_config(argv: Sequence[str], env: Mapping[str, str]) -> Config:
     """Settings from flags over environment; raises ConfigError (or SystemExit for --help)."""
     # argparse costs milliseconds of import that every go command would wait for: only when needed.
-    args = build_parser().parse_args(list(argv)) if argv else _NO_FLAGS
+    return config_from(build_parser().parse_args(list(argv)) if argv else _NO_FLAGS, env)
+
+
+def config_from(args: Any, env: Mapping[str, str]) -> Config:
+    """Settings from parsed flags (``build_parser``) over environment; raises ConfigError."""
     url = (args.url or env.get("GOCACHEGATE_URL") or "").strip().rstrip("/") or None
     if url is not None and not url.startswith(("http://", "https://")):
         raise ConfigError(f"GOCACHEGATE_URL={url!r} is not an http(s) URL")

@@ -15,7 +15,8 @@ that started it::
     dir <the working directory relative to the repository root>
     args <go's arguments (/proc/<ppid>/cmdline), normalised>
 
-The repository root is the nearest directory at or above the working directory that holds
+The variables are those of the helper's environment, where go sets each to the value ``go env``
+prints. The repository root is the nearest directory at or above the working directory that holds
 ``.git``, else ``go.work``, else ``go.mod``, else the working directory itself. Arguments are
 normalised so that what differs per job does not split the key: absolute paths under the root
 become relative, and the values of flags that name per-job files or machine sizes are dropped
@@ -44,15 +45,16 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-__all__ = ["MAX_IDS", "CommandKey", "ManifestError", "Recorder", "Stored", "command_key", "decode", "encode",
-           "normalise_args"]
+__all__ = ["KEY_ENV", "MAX_IDS", "CommandKey", "ManifestError", "Recorder", "Stored", "command_key", "decode", "encode",
+           "goroot_version", "key_of", "normalise_args", "override_key"]
 
 MAGIC = b"GCM1"
 #: Ids in one manifest at most: a large repository's go test ./... asks for a few tens of thousands.
 MAX_IDS = 100_000
 _LENGTH = struct.Struct(">I")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_ENV = ("GOOS", "GOARCH", "GOFLAGS", "CGO_ENABLED", "GOEXPERIMENT", "GOAMD64", "GOARM64")
+#: The variables of the key, as go sets them in its helper's environment: the values ``go env`` prints.
+KEY_ENV = ("GOOS", "GOARCH", "GOFLAGS", "CGO_ENABLED", "GOEXPERIMENT", "GOAMD64", "GOARM64")
 #: Flags whose value is dropped from the key (they name per-job paths or the machine's size).
 _DROPPED = frozenset({"o", "C", "p", "ldflags", "outputdir", "trace", "coverprofile", "cpuprofile",
                       "memprofile", "blockprofile", "mutexprofile"})
@@ -130,25 +132,34 @@ def command_key(env: Mapping[str, str], ppid: int | None = None, cwd: str | None
     """The manifest key of the go command that started this helper (module docstring)."""
     override = env.get("GOCACHEGATE_MANIFEST_KEY", "").strip()
     if override:
-        if _NAME.fullmatch(override):
-            return CommandKey(override, f"override: {override}")
-        return CommandKey(hashlib.sha256(override.encode()).hexdigest(), f"override: {override}")
+        return override_key(override)
+    ppid = os.getppid() if ppid is None else ppid
+    return key_of(env, os.getcwd() if cwd is None else cwd, _go_version(ppid), _parent_args(ppid))
+
+
+def override_key(text: str) -> CommandKey:
+    """The key named by ``GOCACHEGATE_MANIFEST_KEY`` (or ``gocacheprog warm --key``)."""
+    if _NAME.fullmatch(text):
+        return CommandKey(text, f"override: {text}")
+    return CommandKey(hashlib.sha256(text.encode()).hexdigest(), f"override: {text}")
+
+
+def key_of(env: Mapping[str, str], cwd: str, go_version: str, args: Sequence[str]) -> CommandKey:
+    """The key of ``go <args>`` run by the toolchain of ``go_version`` in ``cwd`` (module docstring)."""
     import platform  # only here: the helper's imports are on the way to go's first answer
 
-    ppid = os.getppid() if ppid is None else ppid
-    cwd = os.getcwd() if cwd is None else cwd
     root = _root(cwd)
-    variables = {name: env.get(name, "") for name in _ENV}
+    variables = {name: env.get(name, "") for name in KEY_ENV}
     variables["GOOS"] = variables["GOOS"] or platform.system().lower()
     variables["GOARCH"] = variables["GOARCH"] or _ARCH.get(platform.machine(), platform.machine())
     variables["GOFLAGS"] = " ".join(normalise_args(variables["GOFLAGS"].split(), root))
     lines = [
         "gocachegate manifest v1",
-        f"go {_go_version(ppid)}",
+        f"go {go_version}",
         "env " + " ".join(f"{name}={value}" for name, value in variables.items()),
         f"module {_module(cwd, root)}",
         f"dir {os.path.relpath(cwd, root)}",
-        "args " + " ".join(normalise_args(_parent_args(ppid), root)),
+        "args " + " ".join(normalise_args(args, root)),
     ]
     description = "\n".join(lines)
     return CommandKey(hashlib.sha256(description.encode()).hexdigest(), description)
@@ -186,7 +197,15 @@ def _go_version(ppid: int) -> str:
     """The running toolchain's version, without running go (a process start costs milliseconds)."""
     try:
         exe = os.readlink(f"/proc/{ppid}/exe")
-        with open(os.path.join(os.path.dirname(os.path.dirname(exe)), "VERSION"), "rb") as f:
+    except OSError:
+        return ""
+    return goroot_version(os.path.dirname(os.path.dirname(exe)))
+
+
+def goroot_version(goroot: str) -> str:
+    """The first line of ``GOROOT/VERSION``: the toolchain's version as the key names it."""
+    try:
+        with open(os.path.join(goroot, "VERSION"), "rb") as f:
             return f.readline().decode(errors="replace").strip()
     except OSError:
         return ""

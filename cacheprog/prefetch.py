@@ -87,6 +87,7 @@ class PrefetchSettings(NamedTuple):
     max_seconds: float = 300.0  # GOCACHEGATE_PREFETCH_SECONDS: ... or after this long
     wait_seconds: float = 1.0  # a get waits this long for its entry on the stream, then asks alone
     hold_bytes: int = 256 << 20  # entries held in memory, not landed yet; past it the oldest are landed
+    ahead: bool = False  # land every entry as it arrives: nobody asks (``gocacheprog warm``)
 
 
 def settings_from_env(env: Mapping[str, str]) -> PrefetchSettings:
@@ -284,6 +285,8 @@ class Prefetch:
         self._landers = Workers("land", _LANDERS)
         #: The manifest as the gate had it (None: none, or not read): close skips an unchanged one.
         self.stored: Stored | None = None
+        self.wanted = 0  # entries of the manifest asked from the gate (the rest were in L1)
+        self.landed = 0  # entries it wrote into the local cache
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
@@ -351,6 +354,13 @@ class Prefetch:
             self._feed()  # the evidence changed, or the lead has room again
         return landed
 
+    def finish(self, timeout: float | None) -> bool:
+        """Wait for the stream to end and every entry to be landed; False if it did not in time."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def close(self) -> None:
         """Cancel what is still streaming and count what was received for nothing."""
         self._stop.set()
@@ -363,7 +373,9 @@ class Prefetch:
             held = [slot for slot in self._slots.values() if slot.held is not None]
             for slot in held:
                 slot.held = None
-            wasted, self._landed = len(self._landed) + len(held), {}
+            # Landed ahead with nobody to ask (``ahead``) is the point, not waste: later commands ask.
+            wasted = len(held) + (0 if self.settings.ahead else len(self._landed))
+            self._landed = {}
             self._holding.clear()
         self._stats.add(prefetch_wasted=wasted)
 
@@ -374,7 +386,7 @@ class Prefetch:
             self._prefetch()
         except (RemoteError, ManifestError) as exc:
             if not self._stop.is_set():
-                self._say_once("prefetch", f"prefetch stopped ({exc}); fetching the rest one by one")
+                self._say_once("prefetch", f"prefetch stopped ({exc}); go's gets fetch the rest one by one")
         except Exception as exc:  # noqa: BLE001 - a bug here must never fail the build
             self._say_once("prefetch", f"prefetch failed ({type(exc).__name__}: {exc})")
         finally:
@@ -404,6 +416,7 @@ class Prefetch:
                 self._slots[action_id] = _Slot()
             self._known = True
             self._asked.clear()
+            self.wanted = len(wanted)
         if not wanted or self._stop.is_set():
             return
         stream = self._remote.open_prefetch(b"".join(wanted))
@@ -474,7 +487,9 @@ class Prefetch:
 
     def _ahead_pays(self) -> bool:
         """Whether to land ahead of go (called under the lock): the manifest proved right, or too
-        little is known yet and only a few entries are landed ahead."""
+        little is known yet and only a few entries are landed ahead; always when nobody asks."""
+        if self.settings.ahead:
+            return True
         if self._asked_count >= _EVIDENCE:
             return self._listed_count >= self._asked_count * _FRESH
         return len(self._landed) + self._in_flight < _LEAD
@@ -549,6 +564,7 @@ class Prefetch:
             return ABSENT
         with self._lock:
             self._landed[action_id] = (entry, held.compute_ms)
+            self.landed += 1
         return ARRIVED
 
     def _settle(self, action_id: bytes, state: str) -> None:

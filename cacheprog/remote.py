@@ -22,11 +22,14 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import http.client
+
+    from .config import Config
 from urllib.parse import urlsplit
 
 from .tokens import TokenSource
 
-__all__ = ["CorruptBody", "Download", "PrefetchStream", "Refused", "Remote", "RemoteError", "RemoteUnavailable"]
+__all__ = ["CorruptBody", "Download", "PrefetchStream", "Refused", "Remote", "RemoteError", "RemoteUnavailable",
+           "remote_for"]
 
 _CONNECT_TIMEOUT_S = 1.0
 _BREAKER_THRESHOLD = 3
@@ -421,3 +424,21 @@ def _parse_time(value: str | None) -> datetime | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+def remote_for(cfg: Config) -> Remote | None:
+    """The gate of the settings, with the token source they name; None without a gate URL."""
+    if cfg.url is None:
+        return None
+    from .tokens import FileToken, StaticToken
+
+    tokens: TokenSource | None = None
+    if cfg.token_file:
+        tokens = FileToken(cfg.token_file)
+    elif cfg.token:
+        tokens = StaticToken(cfg.token)
+    elif cfg.auth == "google":
+        from .google_token import GoogleIDToken
+
+        tokens = GoogleIDToken(cfg.audience or cfg.url)
+    return Remote(cfg.url, cfg.namespace, tokens, cfg.timeout, cfg.job)

@@ -156,14 +156,14 @@ def test_google_failure_is_said_once_and_not_retried_until_refresh(
 def test_google_auth_is_imported_only_when_used() -> None:
     code = (
         "import sys, time\n"
-        "from cacheprog.cli import _remote\n"
+        "from cacheprog.remote import remote_for\n"
         "from cacheprog.config import load_config\n"
         "env = {'GOCACHEGATE_URL': 'http://127.0.0.1:9', 'GOCACHEGATE_TOKEN': 't'}\n"
-        "_remote(load_config([], env))\n"
+        "remote_for(load_config([], env))\n"
         "print(any(m == 'google' or m.startswith('google.') for m in sys.modules))\n"
         "env = {'GOCACHEGATE_URL': 'http://127.0.0.1:9', 'GOCACHEGATE_AUTH': 'google'}\n"
         "start = time.perf_counter()\n"
-        "_remote(load_config([], env))\n"
+        "remote_for(load_config([], env))\n"
         "print(time.perf_counter() - start)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

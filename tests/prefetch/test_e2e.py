@@ -1,6 +1,7 @@
 """The real go command, the helper and a real gate, on both backends: manifests written by writers
 only, a fresh machine served by the prefetch, and a missing manifest, a stale one, a gate that dies
-mid-stream and a corrupt entry in the stream, each leaving the build correct."""
+mid-stream and a corrupt entry in the stream, each leaving the build correct. ``gocacheprog warm``
+lands a command's manifest before go runs it, under the key the helper then works out."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from cacheprog.manifest import decode
 from tests.emulator import Emulator, start_emulator
 from tests.gate.conftest import token_config
 from tests.gatefixture import GateProcess, start_gate
-from tests.gohelpers import GoRun, Machine, write_module
+from tests.gohelpers import GoRun, Machine, go_binary, helper_binary, write_module
 from tests.prefetch.cutproxy import cutting_proxy
 
 pytestmark = pytest.mark.go
@@ -160,6 +161,48 @@ def test_a_stale_manifest_still_builds_the_new_code(setup: Setup) -> None:
     assert s["prefetched"] > 0 and s["prefetch_wasted"] > 0 and s["misses"] > 0, s  # lib0 and main changed
     out = subprocess.run([str(reader.root / "app")], capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[0] == "HELLO?"
+
+
+def _warm(machine: Machine, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([helper_binary(), "warm", *args], cwd=cwd, env={**machine.env, **env},
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_warm_lands_the_manifest_before_go_runs_and_the_build_finds_it_local(setup: Setup) -> None:
+    clone = setup.checkout("job-warm")
+    reader = setup.machine("reader-token")
+    # From the checkout's root with go -C, and another -o: the key is still the writer's build's.
+    warmed = _warm(reader, "--", go_binary(), "-C", "app", "build", "-trimpath", "-o", "/elsewhere/app", ".",
+                   cwd=clone)
+    assert warmed.returncode == 0, warmed.stderr
+    (ids,) = (decode(data).ids for data in setup.manifests().values())
+    assert f"{len(ids)} of {len(ids)} entries landed" in warmed.stderr, warmed.stderr
+    assert "Traceback" not in warmed.stderr and len(warmed.stderr.splitlines()) == 1, warmed.stderr
+    assert not reader.stats_file.exists()  # GOCACHEGATE_STATS_FILE is the go commands' (--stats-file is the warm's)
+    s = setup.build(reader, clone).stats
+    assert s["local_hits"] >= 0.9 * s["gets"] and s["prefetched"] == 0 and s["prefetch_bytes"] == 0, s
+    assert _sha(reader.root / "app") == _sha(setup.tmp / "machine1" / "app")
+    again = _warm(reader, "--", go_binary(), "build", "-trimpath", "-o", "app", ".", cwd=clone / "app")
+    assert f"0 of {len(ids)} entries landed (0.0 MB)" in again.stderr, again.stderr
+    assert f"{len(ids)} were in the local cache already" in again.stderr, again.stderr
+
+
+def test_warm_says_in_one_line_what_it_could_not_do(setup: Setup, tmp_path: Path) -> None:
+    reader = setup.machine("reader-token")
+    cwd = setup.repo / "app"
+    cases = [
+        ((["--key", "never-written"], {}), 0, "no manifest never-written at the gate yet"),
+        ((["--key", "any"], {"GOCACHEGATE_URL": "http://127.0.0.1:9"}), 0, "prefetch stopped"),
+        (([], {}), 2, "name the go command to warm for"),
+        ((["--", str(tmp_path / "no-go"), "build"], {}), 2, "cannot run"),
+        ((["--key", "any"], {"GOCACHEGATE_URL": ""}), 2, "no gate to warm from"),
+        ((["--bogus"], {}), 2, "unrecognized arguments: --bogus"),
+    ]
+    for (args, env), code, message in cases:
+        done = _warm(reader, *args, cwd=cwd, **env)
+        assert done.returncode == code and message in done.stderr, (args, done.stderr)
+        assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert not list(reader.l1.glob("*/*-d"))  # nothing landed
 
 
 @pytest.fixture
