@@ -22,15 +22,20 @@ Rows and the issue's targets:
   is stale (half its ids replaced by entries of the other step, which exist but are not needed:
   the prefetch downloads them for nothing, and the ids it lost are fetched one by one), each
   against the same run without prefetch: at most 5% slower.
+- ``gocacheprog warm`` (no target), no added latency, L1 on tmpfs: the warm alone, as a job runs it
+  before the build, and the build after it, each against native warm.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 import urllib.request
 from collections.abc import Callable
 
 from cacheprog.manifest import decode, encode
+from tests.gohelpers import Machine
 
 from .backends import Backends, Store
 from .builds import LATENCY_MS, helper_notes, native_cold
@@ -45,6 +50,7 @@ WARM_TARGET = Target("<=", 3.0)
 OVERHEAD_TARGET = Target("<=", 1.05)
 _NAMESPACE = "bench"
 _PREFETCH_KEYS = ("prefetched", "prefetch_hits", "prefetch_bytes", "prefetch_wasted")
+_WARM_TIMEOUT_S = 600.0
 
 #: case -> the environment of its runs (``{step}`` and ``{i}`` filled in per run).
 _CASES: dict[str, dict[str, str]] = {
@@ -53,9 +59,12 @@ _CASES: dict[str, dict[str, str]] = {
     "no manifest": {"GOCACHEGATE_MANIFEST_KEY": "bench-new-{step}-{i}"},
     "stale manifest": {"GOCACHEGATE_MANIFEST_KEY": "bench-stale-{step}"},
     "prefetch, L1 in memory": {},
+    "warmed ahead, L1 in memory": {},
 }
+#: ``gocacheprog warm`` lands the manifest first; the case times the go command after it.
+_WARMED = "warmed ahead, L1 in memory"
 #: Cases whose machine (its L1) is on tmpfs.
-_IN_MEMORY = frozenset({"prefetch, L1 in memory"})
+_IN_MEMORY = frozenset({"prefetch, L1 in memory", _WARMED})
 
 
 def _key(step: Step) -> str:
@@ -119,6 +128,7 @@ class _Cases:
         self.ctx, self.step, self.url, self.cases = ctx, step, url, cases
         self.values: dict[str, list[float]] = {case: [] for case in cases}
         self.notes: dict[str, dict[str, object]] = {case: {} for case in cases}
+        self.warm_seconds: list[float] = []  # ``gocacheprog warm`` alone, in the warmed case
 
     def run(self) -> None:
         for i in range(self.ctx.reps):
@@ -130,7 +140,10 @@ class _Cases:
         env.update({k: v.format(step=self.step.key, i=i) for k, v in _CASES[case].items()})
         root = self.ctx.scratch(f"prefetch-{self.step.key}", memory=case in _IN_MEMORY)
         try:
-            run = run_step(self.ctx, gate_machine(root, self.url, _NAMESPACE, **env), self.step)
+            machine = gate_machine(root, self.url, _NAMESPACE, **env)
+            if case == _WARMED:
+                self.warm_seconds.append(_warm_ahead(machine, self.step))
+            run = run_step(self.ctx, machine, self.step)
         finally:
             self.ctx.discard(root)
         notes = self.notes[case]
@@ -142,6 +155,18 @@ class _Cases:
 
     def series(self, case: str) -> Series:
         return Series(tuple(self.values[case]), "s")
+
+
+def _warm_ahead(machine: Machine, step: Step) -> float:
+    """``gocacheprog warm`` of the step's manifest on ``machine``, as a job runs it before the build;
+    its wall time."""
+    start = time.monotonic()
+    done = subprocess.run([machine.env["GOCACHEPROG"], "warm"], cwd=step.cwd, env=machine.env, capture_output=True,
+                          text=True, timeout=_WARM_TIMEOUT_S)
+    seconds = time.monotonic() - start
+    if done.returncode != 0 or "entries landed" not in done.stderr:
+        raise BenchFailure(f"gocacheprog warm before {step.label}: {done.stderr.strip()[-300:]}")
+    return seconds
 
 
 def _native_warm(ctx: Context, step: Step, memory: bool = False) -> Series:
@@ -219,6 +244,12 @@ def _local_rows(ctx: Context, backends: Backends, steps: list[Step]) -> list[Row
                             **cases.notes["prefetch, L1 in memory"]),
                     compare("prefetch", f"{step.label}: {label}, no prefetch", without, "native warm",
                             _native_warm(ctx, step), "time", None, **cases.notes["no prefetch"]),
+                    compare("prefetch", f"{step.label}: {label}, built after gocacheprog warm, L1 in memory",
+                            cases.series(_WARMED), "native warm in memory", _native_warm(ctx, step, memory=True),
+                            "time", None, **cases.notes[_WARMED]),
+                    compare("prefetch", f"{step.label}: {label}, gocacheprog warm itself, L1 in memory",
+                            Series(tuple(cases.warm_seconds), "s"), "native warm in memory",
+                            _native_warm(ctx, step, memory=True), "time", None),
                     compare("prefetch", f"{step.label}: {label}, no manifest (overhead)", cases.series("no manifest"),
                             "no prefetch", without, "time", OVERHEAD_TARGET, **cases.notes["no manifest"]),
                     compare("prefetch", f"{step.label}: {label}, stale manifest (overhead)",
