@@ -11,8 +11,7 @@ The key is the one the helper will work out when go runs the same command in the
 with the same environment (``manifest.py``). go sets GOOS, GOARCH, CGO_ENABLED and the rest of the
 key's variables in its helper's environment, and ``go env`` prints the same values; it also names
 the toolchain's GOROOT, after any GOTOOLCHAIN switch. The arguments come from the command line
-after ``--``.
-``--key`` or ``GOCACHEGATE_MANIFEST_KEY`` names a key instead.
+after ``--``. ``--key`` or ``GOCACHEGATE_MANIFEST_KEY`` names a key instead.
 
 Like the helper, it never fails a job over the remote side. A missing manifest, a gate that is
 down or a corrupt entry is reported in a line on stderr, with exit status 0. Only a usage error
