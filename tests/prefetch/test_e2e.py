@@ -185,6 +185,11 @@ def test_warm_lands_the_manifest_before_go_runs_and_the_build_finds_it_local(set
     again = _warm(reader, "--", go_binary(), "build", "-trimpath", "-o", "app", ".", cwd=clone / "app")
     assert f"0 of {len(ids)} entries landed (0.0 MB)" in again.stderr, again.stderr
     assert f"{len(ids)} were in the local cache already" in again.stderr, again.stderr
+    # A warm sends no manifest, even with a writer's token: go used nothing in it.
+    before, stored = setup.manifests(), setup.requests("put_manifest", 204)
+    writer = setup.machine("writer-token")
+    assert _warm(writer, "--", go_binary(), "build", "-trimpath", "-o", "app", ".", cwd=clone / "app").returncode == 0
+    assert setup.manifests() == before and setup.requests("put_manifest", 204) == stored
 
 
 def test_warm_says_in_one_line_what_it_could_not_do(setup: Setup, tmp_path: Path) -> None:
