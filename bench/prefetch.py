@@ -5,7 +5,8 @@ A store is filled the way CI fills it: a writer runs each step cold (entries and
 then once more warm on a fresh L1 (the manifest now lists what a warm run asks for, as after any
 postsubmit). Timed runs are new pods: an empty L1, read-only (a presubmit), each step with its
 own manifest key (``GOCACHEGATE_MANIFEST_KEY=bench-<step>``). Repetitions are interleaved
-across the cases, so load from elsewhere on the machine falls on all of them alike.
+across the cases and the native warm references, so load from elsewhere on the machine falls on
+all of them alike.
 
 Rows and the issue's targets:
 
