@@ -285,7 +285,6 @@ class Prefetch:
         self._landers = Workers("land", _LANDERS)
         #: The manifest as the gate had it (None: none, or not read): close skips an unchanged one.
         self.stored: Stored | None = None
-        self.wanted = 0  # entries of the manifest asked from the gate (the rest were in L1)
         self.landed = 0  # entries it wrote into the local cache
 
     def start(self) -> None:
@@ -354,6 +353,12 @@ class Prefetch:
             self._feed()  # the evidence changed, or the lead has room again
         return landed
 
+    @property
+    def wanted(self) -> int:
+        """Entries of the manifest asked from the gate (the rest were in L1): one slot each."""
+        with self._lock:
+            return len(self._slots)
+
     def finish(self, timeout: float | None) -> bool:
         """Wait for the stream to end and every entry to be landed; False if it did not in time."""
         if self._thread is None:
@@ -416,7 +421,6 @@ class Prefetch:
                 self._slots[action_id] = _Slot()
             self._known = True
             self._asked.clear()
-            self.wanted = len(wanted)
         if not wanted or self._stop.is_set():
             return
         stream = self._remote.open_prefetch(b"".join(wanted))
