@@ -15,10 +15,15 @@ create-only (EEXIST: another writer won, nothing changes) or ``os.replace`` to o
 The retention clock is the file's mtime: a write sets it to exactly ``written_ns``, ``touch``
 moves it to now, and an mtime other than ``written_ns`` is reported as ``custom_time``.
 
-Opening an object and reading its first 64 KiB run inline on the event loop: on a local disk
-these hit the page cache and cost a few microseconds, far less than a hop to a worker thread
-(measured for a 4 KB object: 6 µs inline, 48 µs through a thread; 9 µs and 76 µs with 32 reads
-at once). Everything larger, and every write, runs in worker threads.
+Reads the page cache can answer run inline on the event loop: they cost a few microseconds, far
+less than a hop to a worker thread (measured for a 4 KB object: 6 µs inline, 48 µs through a
+thread; 9 µs and 76 µs with 32 reads at once). Where Linux can tell (``preadv2`` with
+``RWF_NOWAIT``: ext4, xfs, btrfs), the whole head of an object (up to ``HEAD_BYTES``) is read
+that way and only what is not cached goes to a thread; on a filesystem that cannot tell (tmpfs),
+the first 64 KiB are read inline and the rest in a thread. The prefetch stream of ``go build
+std`` (1,072 entries, 44 MB, on ext4) cost the gate 150-170 ms of CPU with every read over
+64 KiB in a thread, 80-95 ms this way. The rest of a larger object, and every write, runs in
+worker threads.
 """
 
 from __future__ import annotations
@@ -47,7 +52,9 @@ __all__ = ["LocalStorage"]
 _MAGIC = b"GCL1"
 _PREFIX = struct.Struct(">4sI")
 _MAX_HEADER = 60 << 10  # metadata is a few hundred bytes; the first read always holds the header
-_FIRST_READ = 64 << 10
+_FIRST_READ = 64 << 10  # read inline where the filesystem cannot say what is cached
+#: ``preadv`` flag: read only what the page cache holds, never wait for the disk (Linux; 0 elsewhere).
+_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
 _CHUNK = 1 << 20
 _TMP_PREFIX = ".~tmp-"
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
@@ -71,12 +78,41 @@ def _read_exact(fd: int, n: int, offset: int) -> bytes:
     return data
 
 
-def _header_end(buf: bytes, path: str) -> int:
+def _read_into(fd: int, view: memoryview, offset: int) -> None:
+    """Fill ``view`` with the file's bytes from ``offset``."""
+    while view:
+        got = os.preadv(fd, [view], offset)
+        if not got:
+            raise StorageError("object file shrank while being read")
+        view, offset = view[got:], offset + got
+
+
+def _read_cached(fd: int, view: memoryview) -> int:
+    """Fill what of ``view`` the page cache holds from the file's start, without waiting for the
+    disk; how many bytes that was (a short count where the cached part ends)."""
+    try:
+        return os.preadv(fd, [view], 0, _NOWAIT)
+    except BlockingIOError:
+        return 0
+
+
+def _nowait_reads(fd: int) -> bool:
+    """Whether the filesystem of ``fd`` (open for writing, empty) answers ``RWF_NOWAIT`` reads."""
+    if not _NOWAIT:
+        return False
+    os.write(fd, b"x")
+    try:
+        return os.preadv(fd, [bytearray(1)], 0, _NOWAIT) == 1
+    except OSError:  # EOPNOTSUPP (tmpfs), or EAGAIN: either way it cannot be relied on
+        return False
+
+
+def _header_end(buf: bytes | bytearray, path: str) -> int:
     """Where the object's bytes start; the header's JSON is parsed only when metadata is asked for."""
     if len(buf) >= _PREFIX.size:
         magic, length = _PREFIX.unpack_from(buf)
         end = _PREFIX.size + int(length)
-        if magic == _MAGIC and end <= len(buf):
+        if magic == _MAGIC and end <= min(len(buf), _PREFIX.size + _MAX_HEADER):
             return end
     raise StorageError(f"{path}: not an object file of this store")
 
@@ -149,17 +185,32 @@ class LocalStorage:
         self._root = os.fspath(self.root)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            self._probe()
+            self._nowait = self._probe()
         except OSError as exc:
             raise StorageError(f"storage.path {self.root}: {exc.strerror or exc}") from exc
 
     def _path(self, key: str) -> str:
         return f"{self._root}/{_check_key(key)}"
 
-    def _probe(self) -> None:
+    def _probe(self) -> bool:
+        """Create and remove a file in the root; whether reads there can ask the page cache alone."""
         fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=self._root)
-        os.close(fd)
-        os.unlink(tmp)
+        try:
+            return _nowait_reads(fd)
+        finally:
+            os.close(fd)
+            os.unlink(tmp)
+
+    async def _read_head(self, fd: int, buf: bytearray) -> None:
+        """Fill ``buf`` from the file's start: inline what cannot block for long, the rest in a thread."""
+        view = memoryview(buf)
+        if self._nowait:
+            done = _read_cached(fd, view)
+        else:
+            done = min(len(buf), _FIRST_READ)
+            _read_into(fd, view[:done], 0)
+        if done < len(buf):
+            await anyio.to_thread.run_sync(_read_into, fd, view[done:], done)
 
     # -- reads -------------------------------------------------------------------------------------
 
@@ -173,14 +224,12 @@ class LocalStorage:
             raise StorageError(f"{key}: {exc.strerror or exc}") from exc
         try:
             size = os.fstat(fd).st_size
-            first = _read_exact(fd, min(size, _FIRST_READ), 0)
-            start = _header_end(first, path)
+            # The header is far shorter than _FIRST_READ: one read covers it and the head after it.
+            buf = bytearray(min(size, _FIRST_READ + HEAD_BYTES))
+            await self._read_head(fd, buf)
+            start = _header_end(buf, path)
             head_end = start + min(size - start, HEAD_BYTES)
-            if head_end <= len(first):
-                head = first[start:head_end]
-            else:
-                more = await anyio.to_thread.run_sync(_read_exact, fd, head_end - len(first), len(first))
-                head = first[start:] + more
+            head = bytes(memoryview(buf)[start:head_end])
         except BaseException as exc:
             os.close(fd)
             if isinstance(exc, OSError):

@@ -1,11 +1,16 @@
 """The local backend's own promises: keys never leave the root, key-ordered paging, atomic
-create-only writes, the mtime retention clock, and no leaked descriptors."""
+create-only writes, the mtime retention clock, no leaked descriptors, and reads that never wait
+for the disk on the event loop where the filesystem can tell."""
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import anyio.to_thread
 import pytest
 
 from server.storage.base import HEAD_BYTES, StorageError, StorageUnavailable
@@ -156,3 +161,70 @@ async def test_foreign_file_is_a_storage_error(store: LocalStorage) -> None:
         await store.read("junk")
     with pytest.raises(StorageError, match="not an object file"):
         await store.stat("junk")
+
+
+async def test_header_longer_than_allowed_is_a_storage_error(store: LocalStorage) -> None:
+    """A header length past the metadata bound, though the file is long enough to hold it."""
+    (store.root / "long").write_bytes(b"GCL1" + (100 << 10).to_bytes(4, "big") + bytes(200 << 10))
+    with pytest.raises(StorageError, match="not an object file"):
+        await store.read("long")
+
+
+class _Hops:
+    """Counts what the local backend hands to worker threads."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[str] = []
+        real = anyio.to_thread.run_sync
+
+        async def counting(func: Callable[..., object], *args: object, **kwargs: Any) -> object:
+            self.calls.append(getattr(func, "__name__", repr(func)))
+            return await real(func, *args, **kwargs)
+
+        monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+
+
+def _evict(path: Path) -> None:
+    """Drop a file's clean pages from the page cache."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+async def test_cached_heads_are_read_inline_and_the_disk_in_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the filesystem answers RWF_NOWAIT reads, a cached head costs no thread hop; a head
+    that must come from the disk goes to a worker thread and arrives whole."""
+    store = LocalStorage(tmp_path / "root")
+    if not store._nowait:
+        pytest.skip(f"{tmp_path} is on a filesystem without RWF_NOWAIT reads")
+    body = os.urandom(600 << 10)
+    await store.write("a/b", body, len(body), {}, create_only=True)
+    hops = _Hops(monkeypatch)
+    reader = await store.read("a/b")
+    assert reader is not None and reader.head == body and hops.calls == []
+    _evict(store.root / "a" / "b")
+    reader = await store.read("a/b")
+    assert reader is not None and reader.head == body
+    assert hops.calls == ["_read_into"]
+
+
+async def test_without_nowait_reads_only_the_first_64_kib_run_inline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On tmpfs (no RWF_NOWAIT) a head past 64 KiB is read in a thread, as a disk read would be."""
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm")
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as root:
+        store = LocalStorage(root, fsync=False)
+        assert not store._nowait  # tmpfs answers RWF_NOWAIT with EOPNOTSUPP
+        small, large = os.urandom(4 << 10), os.urandom(600 << 10)
+        await store.write("small", small, len(small), {}, create_only=True)
+        await store.write("large", large, len(large), {}, create_only=True)
+        hops = _Hops(monkeypatch)
+        small_reader, large_reader = await store.read("small"), await store.read("large")
+        assert small_reader is not None and small_reader.head == small
+        assert large_reader is not None and large_reader.head == large
+        assert hops.calls == ["_read_into"]
