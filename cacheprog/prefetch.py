@@ -19,6 +19,10 @@ on entries go may never want, so arriving entries are held in memory instead and
 get that asks for one; past ``hold_bytes`` the oldest held are landed to make room. Larger
 entries are landed from the stream as they come.
 
+A ``gocacheprog warm`` landing the same manifest into the same L1 while go runs (``warming.py``)
+is followed instead: the manifest is read, nothing is streamed, and a get for an entry the warm
+has not landed yet waits for it to appear in L1, then asks the gate alone once the warm is done.
+
 Bounded: the stream stops at ``max_bytes`` or ``max_seconds`` and at close; any failure ends the
 prefetch quietly (what did not arrive is fetched the normal way) and never fails the build.
 Counted: ``prefetched`` (entries received whole), ``prefetch_hits`` (gets they served),
@@ -44,6 +48,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from . import warming
 from .l1 import L1, L1Entry, L1Error
 from .manifest import CommandKey, ManifestError, Stored, decode
 from .remote import PrefetchStream, Remote, RemoteError, bounded_chunks
@@ -75,6 +80,8 @@ _LANDERS = 3
 _EVIDENCE = 16
 _FRESH = 0.75
 _LEAD = 64
+#: How often a helper that follows a warm looks in L1 for the entries its gets wait for.
+_FOLLOW_POLL_S = 0.002
 
 
 #: ``Cache.in_store``: a write into L1 (or the scratch directory), tried there again or not.
@@ -269,6 +276,7 @@ class Prefetch:
         self._say_once = say_once
         self._lock = threading.Lock()
         self._slots: dict[bytes, _Slot] = {}
+        self._waited: set[bytes] = set()  # slots a get waits (or waited) for: all a follower looks for
         self._asked: set[bytes] = set()  # asked by go before the manifest was known
         self._known = False  # the manifest was read (or there is none): _asked is no longer kept
         self._landed: dict[bytes, tuple[L1Entry, int]] = {}  # in L1 by our hand, not yet asked for
@@ -319,6 +327,7 @@ class Prefetch:
             event = None
             if not slot.settled:
                 event = slot.event = slot.event or threading.Event()
+                self._waited.add(action_id)
         if event is not None and not event.wait(self.settings.wait_seconds):
             with self._lock:
                 slot.abandoned = not slot.settled
@@ -410,19 +419,59 @@ class Prefetch:
 
     def _prefetch(self) -> None:
         key = self._key()
+        warm = None if self.settings.ahead else warming.watch(self._l1.root, key.key)
+        try:
+            wanted = self._slots_for(key, following=warm is not None)
+            if not wanted or self._stop.is_set():
+                return
+            if warm is not None:
+                self._follow(warm)
+            else:
+                self._stream_in(wanted)
+        finally:
+            if warm is not None:
+                warm.close()
+
+    def _slots_for(self, key: CommandKey, *, following: bool) -> list[bytes]:
+        """Read the manifest and make a slot for each entry L1 lacks and go has not asked for yet.
+
+        ``following``: a slot for every entry, without reading L1 for each (a get looks in L1
+        before it waits, and the warm is filling L1 meanwhile)."""
         data = self._remote.get_manifest(key.key)
         if data is None:
-            return
+            return []
         self.stored = decode(data)
-        missing = self._l1.lacking(self.stored.ids)
+        missing = self.stored.ids if following else self._l1.lacking(self.stored.ids)
         with self._lock:
             wanted = [a for a in missing if a not in self._asked and a not in self._slots]
             for action_id in wanted:
                 self._slots[action_id] = _Slot()
             self._known = True
             self._asked.clear()
-        if not wanted or self._stop.is_set():
-            return
+        return wanted
+
+    def _follow(self, warm: warming.Watch) -> None:
+        """A warm lands this manifest into L1 right now: settle each entry a get waits for once the
+        warm has landed it, until the warm is done (``_run`` then settles the rest: their gets find
+        them in L1, or ask the gate alone)."""
+        deadline = time.monotonic() + self.settings.max_seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            running = warm.active()
+            with self._lock:
+                waited = [a for a in self._waited if not self._slots[a].settled and not self._slots[a].abandoned]
+            for action_id in waited:
+                entry = self._l1.get(action_id)
+                if entry is not None:
+                    with self._lock:
+                        self._slots[action_id].landed = ARRIVED
+                        self._landed[action_id] = (entry, 0)  # its compute time is the warm's to know
+                    self._settle(action_id, ARRIVED)
+            if not running:
+                return
+            self._stop.wait(_FOLLOW_POLL_S)
+
+    def _stream_in(self, wanted: list[bytes]) -> None:
+        """Ask the gate for ``wanted`` in one stream and land what arrives."""
         stream = self._remote.open_prefetch(b"".join(wanted))
         self._stream = stream
         if self._stop.is_set():

@@ -13,6 +13,10 @@ key's variables in its helper's environment, and ``go env`` prints the same valu
 the toolchain's GOROOT, after any GOTOOLCHAIN switch. The arguments come from the command line
 after ``--``. ``--key`` or ``GOCACHEGATE_MANIFEST_KEY`` names a key instead.
 
+While it lands, it holds a lock in the L1 directory (``warming.py``): a go command with the same
+key that starts meanwhile lets it finish the landing instead of streaming the same entries again,
+and a second warm of the same key leaves the landing to the first.
+
 Like the helper, it never fails a job over the remote side. A missing manifest, a gate that is
 down or a corrupt entry is reported in a line on stderr, with exit status 0. Only a usage error
 exits 2.
@@ -109,7 +113,25 @@ def _key_for_command(command: Sequence[str], env: Mapping[str, str], cwd: str | 
 
 
 def _land(cfg: Config, key: CommandKey, settings: PrefetchSettings) -> None:
-    """Prefetch everything the manifest lists and L1 lacks, then report in one line."""
+    """Prefetch everything the manifest lists and L1 lacks, holding the landing lock, then report in one line."""
+    from . import warming
+
+    name = key.key if len(key.key) <= 16 else key.key[:16] + "…"
+    try:
+        lock = warming.hold(cfg.dir, key.key)
+    except OSError as exc:
+        _say(f"cannot use the local cache {cfg.dir}: {exc.strerror or exc}")
+        return
+    if lock is None:
+        _say(f"manifest {name}: another gocacheprog warm is landing it into {cfg.dir}; leaving it to that one")
+        return
+    try:
+        _land_held(cfg, key, settings, name)
+    finally:
+        lock.close()
+
+
+def _land_held(cfg: Config, key: CommandKey, settings: PrefetchSettings, name: str) -> None:
     from .cache import Cache
     from .l1 import L1
     from .remote import remote_for
@@ -132,7 +154,6 @@ def _land(cfg: Config, key: CommandKey, settings: PrefetchSettings) -> None:
     cache.close()  # cancels what still streams; the session report counts the prefetch for the gate
     counts = stats.snapshot()
     seconds = time.monotonic() - started
-    name = key.key if len(key.key) <= 16 else key.key[:16] + "…"
     if stored is None:
         if not said:
             _say(f"no manifest {name} at the gate yet: nothing to warm (a writer's run of the command makes it)")

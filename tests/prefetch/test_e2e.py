@@ -1,7 +1,8 @@
 """The real go command, the helper and a real gate, on both backends: manifests written by writers
 only, a fresh machine served by the prefetch, and a missing manifest, a stale one, a gate that dies
 mid-stream and a corrupt entry in the stream, each leaving the build correct. ``gocacheprog warm``
-lands a command's manifest before go runs it, under the key the helper then works out."""
+lands a command's manifest before go runs it, under the key the helper then works out, and a
+build that starts while a warm still lands follows it instead of streaming the same entries."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import hashlib
 import json
 import shutil
 import subprocess
+import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from cacheprog import warming
 from cacheprog.manifest import decode
 from tests.emulator import Emulator, start_emulator
 from tests.gate.conftest import token_config
@@ -208,6 +212,69 @@ def test_warm_says_in_one_line_what_it_could_not_do(setup: Setup, tmp_path: Path
         assert done.returncode == code and message in done.stderr, (args, done.stderr)
         assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr, done.stderr
     assert not list(reader.l1.glob("*/*-d"))  # nothing landed
+
+
+def _copy_l1(source: Path, target: Path) -> None:
+    """What a warm does to L1, by hand: every entry of ``source`` into ``target``, bodies before
+    action records, each file by rename (a helper reads ``target`` meanwhile)."""
+    for kind in ("d", "a"):
+        for path in sorted(source.glob(f"*/*-{kind}")):
+            (target / path.parent.name).mkdir(parents=True, exist_ok=True)
+            tmp = target / path.parent.name / f".tmp-test-{path.name}"
+            shutil.copyfile(path, tmp)
+            tmp.replace(target / path.parent.name / path.name)
+
+
+def _build_while_landing(setup: Setup, land: bool) -> dict[str, int]:
+    """A reader builds while the test holds the landing lock of its key, as a running warm does;
+    after a while the test lands the entries (``land``) or not, then lets the lock go."""
+    ((key, _),) = setup.manifests().items()
+    source = setup.machine("reader-token", GOCACHEGATE_MANIFEST_KEY=key)
+    assert _warm(source, "--key", key, cwd=setup.repo).returncode == 0
+    reader = setup.machine("reader-token", GOCACHEGATE_MANIFEST_KEY=key)
+    lock = warming.hold(str(reader.l1), key)
+    assert lock is not None
+    clone = setup.checkout(f"job-follow-{land}")
+    result: list[GoRun] = []
+    build = threading.Thread(target=lambda: result.append(setup.build(reader, clone)))
+    build.start()
+    time.sleep(0.6)  # go waits on its first gets for entries the manifest lists
+    if land:
+        _copy_l1(source.l1, reader.l1)
+    lock.close()
+    build.join(240)
+    assert result, "the build did not finish"
+    assert _sha(reader.root / "app") == _sha(setup.tmp / "machine1" / "app")
+    return result[0].stats
+
+
+def test_a_build_that_starts_while_a_warm_lands_follows_it(setup: Setup) -> None:
+    s = _build_while_landing(setup, land=True)
+    # Nothing streamed: the gets waited for the warm's entries in L1. Only those asked before the
+    # manifest was read went to the gate alone.
+    assert s["prefetch_bytes"] == 0 and s["prefetched"] == 0, s
+    assert s["prefetch_hits"] > 0 and s["prefetch_hits"] + s["local_hits"] >= 0.9 * s["gets"], s
+    assert s["remote_hits"] - s["prefetch_hits"] <= 0.1 * s["gets"] and s["remote_errors"] == 0, s
+
+
+def test_a_warm_that_stops_leaves_the_waiting_gets_to_the_gate(setup: Setup) -> None:
+    s = _build_while_landing(setup, land=False)
+    assert s["prefetch_bytes"] == 0 and s["prefetch_hits"] == 0 and s["local_hits"] == 0, s
+    assert s["remote_hits"] >= 0.9 * s["gets"] and s["bytes_downloaded"] > 0, s
+
+
+def test_a_second_warm_of_a_key_leaves_the_landing_to_the_first(setup: Setup) -> None:
+    ((key, _),) = setup.manifests().items()
+    reader = setup.machine("reader-token")
+    lock = warming.hold(str(reader.l1), key)
+    assert lock is not None
+    try:
+        done = _warm(reader, "--key", key, cwd=setup.repo)
+    finally:
+        lock.close()
+    assert done.returncode == 0 and "another gocacheprog warm is landing it" in done.stderr, done.stderr
+    assert len(done.stderr.splitlines()) == 1
+    assert not list(reader.l1.glob("*/*-d"))
 
 
 @pytest.fixture
