@@ -24,7 +24,9 @@ Rows and the issue's targets:
   the prefetch downloads them for nothing, and the ids it lost are fetched one by one), each
   against the same run without prefetch: at most 5% slower.
 - ``gocacheprog warm`` (no target), no added latency, L1 on tmpfs: the warm alone, as a job runs it
-  before the build, and the build after it, each against native warm.
+  before the build, and the build after it, each against native warm; and a warm started right
+  before the go command, as a job that builds at once runs it (the build's helper follows the warm
+  instead of streaming: docs/prefetch.md), timed as the go command.
 """
 
 from __future__ import annotations
@@ -61,13 +63,16 @@ _CASES: dict[str, dict[str, str]] = {
     "stale manifest": {"GOCACHEGATE_MANIFEST_KEY": "bench-stale-{step}"},
     "prefetch, L1 in memory": {},
     "warmed ahead, L1 in memory": {},
+    "warm started with the build, L1 in memory": {},
 }
 #: ``gocacheprog warm`` lands the manifest first; the case times the go command after it.
 _WARMED = "warmed ahead, L1 in memory"
+#: ``gocacheprog warm`` starts right before the go command and lands while it runs.
+_TOGETHER = "warm started with the build, L1 in memory"
 #: The native warm references of the local rows -> their GOCACHE on tmpfs.
 _NATIVES = {"native warm": False, "native warm in memory": True}
 #: Cases whose machine (its L1) is on tmpfs.
-_IN_MEMORY = frozenset({"prefetch, L1 in memory", _WARMED})
+_IN_MEMORY = frozenset({"prefetch, L1 in memory", _WARMED, _TOGETHER})
 
 
 def _key(step: Step) -> str:
@@ -163,7 +168,12 @@ class _Cases:
             machine = gate_machine(root, self.url, _NAMESPACE, **env)
             if case == _WARMED:
                 self.warm_seconds.append(_warm_ahead(machine, self.step))
-            run = run_step(self.ctx, machine, self.step)
+            warm = _start_warm(machine, self.step) if case == _TOGETHER else None
+            try:
+                run = run_step(self.ctx, machine, self.step)
+            finally:
+                if warm is not None:
+                    _finish_warm(warm, self.step)
         finally:
             self.ctx.discard(root)
         notes = self.notes[case]
@@ -177,16 +187,29 @@ class _Cases:
         return Series(tuple(self.values[case]), "s")
 
 
+def _start_warm(machine: Machine, step: Step) -> subprocess.Popen[str]:
+    """``gocacheprog warm`` of the step's manifest on ``machine`` (the key is in its environment)."""
+    return subprocess.Popen([machine.env["GOCACHEPROG"], "warm"], cwd=step.cwd, env=machine.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _finish_warm(warm: subprocess.Popen[str], step: Step) -> None:
+    """Wait for a warm; BenchFailure unless it landed the manifest."""
+    try:
+        _, stderr = warm.communicate(timeout=_WARM_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        warm.kill()
+        _, stderr = warm.communicate()
+    if warm.returncode != 0 or "entries landed" not in stderr:
+        raise BenchFailure(f"gocacheprog warm for {step.label}: {stderr.strip()[-300:]}")
+
+
 def _warm_ahead(machine: Machine, step: Step) -> float:
     """``gocacheprog warm`` of the step's manifest on ``machine``, as a job runs it before the build;
     its wall time."""
     start = time.monotonic()
-    done = subprocess.run([machine.env["GOCACHEPROG"], "warm"], cwd=step.cwd, env=machine.env, capture_output=True,
-                          text=True, timeout=_WARM_TIMEOUT_S)
-    seconds = time.monotonic() - start
-    if done.returncode != 0 or "entries landed" not in done.stderr:
-        raise BenchFailure(f"gocacheprog warm before {step.label}: {done.stderr.strip()[-300:]}")
-    return seconds
+    _finish_warm(_start_warm(machine, step), step)
+    return time.monotonic() - start
 
 
 def _measured(step: Step, label: str, target: Target, make: Callable[[], list[Row]]) -> list[Row]:
@@ -255,6 +278,8 @@ def _local_rows(ctx: Context, backends: Backends, steps: list[Step]) -> list[Row
                     compare("prefetch", f"{step.label}: {label}, gocacheprog warm itself, L1 in memory",
                             Series(tuple(cases.warm_seconds), "s"), "native warm in memory",
                             warm_in_memory, "time", None),
+                    compare("prefetch", f"{step.label}: {label}, {_TOGETHER}", cases.series(_TOGETHER),
+                            "native warm in memory", warm_in_memory, "time", None, **cases.notes[_TOGETHER]),
                     compare("prefetch", f"{step.label}: {label}, no manifest (overhead)", cases.series("no manifest"),
                             "no prefetch", without, "time", OVERHEAD_TARGET, **cases.notes["no manifest"]),
                     compare("prefetch", f"{step.label}: {label}, stale manifest (overhead)",
