@@ -206,7 +206,9 @@ def test_warm_says_in_one_line_what_it_could_not_do(setup: Setup, tmp_path: Path
         ((["--", str(tmp_path / "no-go"), "build"], {}), 2, "cannot run"),
         ((["--key", "any"], {"GOCACHEGATE_URL": ""}), 2, "no gate to warm from"),
         ((["--bogus"], {}), 2, "unrecognized arguments: --bogus"),
+        ((["--key", "any"], {"GOCACHEGATE_DIR": str(tmp_path / "a-file" / "l1")}), 0, "cannot use the local cache"),
     ]
+    (tmp_path / "a-file").write_text("not a directory")
     for (args, env), code, message in cases:
         done = _warm(reader, *args, cwd=cwd, **env)
         assert done.returncode == code and message in done.stderr, (args, done.stderr)
