@@ -237,10 +237,15 @@ def _build_while_landing(setup: Setup, land: bool) -> dict[str, int]:
     lock = warming.hold(str(reader.l1), key)
     assert lock is not None
     clone = setup.checkout(f"job-follow-{land}")
+    manifests_read = setup.requests("get_manifest", 200)
     result: list[GoRun] = []
     build = threading.Thread(target=lambda: result.append(setup.build(reader, clone)))
     build.start()
-    time.sleep(0.6)  # go waits on its first gets for entries the manifest lists
+    deadline = time.monotonic() + 120
+    while setup.requests("get_manifest", 200) == manifests_read and build.is_alive():
+        assert time.monotonic() < deadline, "the build's helper never read the manifest"
+        time.sleep(0.02)
+    time.sleep(0.3)  # the helper follows the lock: go's gets wait for entries the manifest lists
     if land:
         _copy_l1(source.l1, reader.l1)
     lock.close()
