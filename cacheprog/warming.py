@@ -6,7 +6,7 @@ L1, started while that warm still runs, follows it (``prefetch.py``): it reads t
 streams nothing, and a get for an entry the warm has not landed yet waits for it to appear in L1.
 Streaming too would land every entry the warm had not reached a second time, on the same cores:
 with std, a warm started together with the build took the build to 3.75x native warm when the
-build's helper prefetched as well, and to 3.08x when it left the landing to the warm.
+build's helper prefetched as well, and to 3.10x when it followed the warm (docs/prefetch.md).
 
 The lock goes with the process: a warm that stops or dies releases it, and the gets still waiting
 then ask the gate themselves.
@@ -51,11 +51,8 @@ def hold(root: str, key: str) -> Landing | None:
     return Landing(fd)
 
 
-class Watch:
-    """Another process's landing of a key, seen from outside."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
+class Watch(Landing):
+    """Another process's landing of a key, seen from outside; ``close`` lets go of the lock file."""
 
     def active(self) -> bool:
         """Whether that process still holds its lock."""
@@ -67,9 +64,6 @@ class Watch:
             return False
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         return False
-
-    def close(self) -> None:
-        os.close(self._fd)
 
 
 def watch(root: str, key: str) -> Watch | None:
