@@ -55,8 +55,11 @@ class L1:
         """The entry for an action, if both its files are here and agree; never raises."""
         action_path = self._path(action_id.hex(), "a")
         try:
-            with open(action_path, "rb") as f:
-                fields = f.read(200).split()
+            fd = os.open(action_path, os.O_RDONLY | os.O_CLOEXEC)  # 3 syscalls; open() makes 7 and a buffer
+            try:
+                fields = os.read(fd, 200).split()
+            finally:
+                os.close(fd)
             if len(fields) != 4 or fields[0] != b"v1":
                 return None
             output_id = bytes.fromhex(fields[1].decode())

@@ -8,13 +8,16 @@ Byte fields (``ActionID``, ``OutputID``) are base64, as Go's encoding/json write
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 from datetime import datetime
 from typing import NamedTuple
 
 __all__ = ["ProtocolError", "Request", "Response", "decode_body", "parse_request"]
+
+#: One encoder for every response: ``json.dumps`` with ``separators`` builds a new one per call.
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+
 
 class ProtocolError(Exception):
     """A request the helper cannot act on; answered with ``Err`` when its ID is known."""
@@ -49,14 +52,14 @@ class Response(NamedTuple):
         if self.miss:
             out["Miss"] = True
         if self.output_id:
-            out["OutputID"] = base64.b64encode(self.output_id).decode()
+            out["OutputID"] = binascii.b2a_base64(self.output_id, newline=False).decode()
         if self.size:
             out["Size"] = self.size
         if self.time is not None:
             out["Time"] = self.time.isoformat()
         if self.disk_path:
             out["DiskPath"] = self.disk_path
-        return json.dumps(out, separators=(",", ":")).encode() + b"\n"
+        return _ENCODE(out).encode() + b"\n"
 
 
 def _id_field(raw: dict[str, object], name: str, request_id: int) -> bytes:
@@ -66,8 +69,8 @@ def _id_field(raw: dict[str, object], name: str, request_id: int) -> bytes:
     if not isinstance(value, str):
         raise ProtocolError(f"{name} is not a base64 string", request_id)
     try:
-        decoded = base64.b64decode(value, validate=True)
-    except binascii.Error as exc:
+        decoded = binascii.a2b_base64(value, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:  # ValueError: not ASCII
         raise ProtocolError(f"{name} is not valid base64", request_id) from exc
     if len(decoded) != 32:
         raise ProtocolError(f"{name} has {len(decoded)} bytes, want 32", request_id)
