@@ -36,6 +36,7 @@ CASES = [
     ("ActionID not base64", b'{"ID": 103, "Command": "get", "ActionID": "!!notbase64!!"}\n\n', 103),
     ("ActionID too short", b'{"ID": 104, "Command": "get", "ActionID": "AAAA"}\n\n', 104),
     ("ActionID not a string", b'{"ID": 105, "Command": "get", "ActionID": 12345}\n\n', 105),
+    ("ActionID not ASCII", b'{"ID": 114, "Command": "get", "ActionID": "\\u00e9AAA"}\n\n', 114),
     ("get without ActionID", b'{"ID": 106, "Command": "get"}\n\n', 106),
     ("negative BodySize", put_line(107, BodySize=-5), 107),
     ("body not base64", put_line(108) + b'"%%% not base64 %%%"\n', 108),
