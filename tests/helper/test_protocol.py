@@ -5,10 +5,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
 
+from cacheprog.cache import Cache
+from cacheprog.config import Config
+from cacheprog.l1 import L1
+from cacheprog.loop import serve
+from cacheprog.stats import Stats
 from tests.gohelpers import helper_binary
 from tests.helper.driver import Helper, action
 from tests.reliability.support import stalled_listener
@@ -104,3 +110,23 @@ def test_bad_setting_falls_back_to_local_cache(tmp_path: Path) -> None:
     assert h.read()["DiskPath"]
     h.close()
     assert "local cache only" in h.stderr()
+
+
+def test_close_gives_go_its_end_of_stdout_before_the_helper_exits(tmp_path: Path) -> None:
+    """go waits for the helper's stdout to close, not for its exit: once close is answered, the
+    pipe must be at its end while this process (the helper, here) still runs."""
+    in_read, in_write = os.pipe()
+    out_read, out_write = os.pipe()
+    os.write(in_write, b'{"ID":1,"Command":"close"}\n\n')
+    os.close(in_write)
+    l1 = L1(str(tmp_path / "l1"), 1 << 30)
+    cache = Cache(Config(url=None, namespace="default", dir=l1.root), l1, None, Stats())
+    try:
+        with os.fdopen(in_read, "rb") as stdin:
+            serve(cache, stdin, out_write)
+        os.set_blocking(out_read, False)  # a pipe still open for writing raises BlockingIOError here
+        assert json.loads(os.read(out_read, 4096)) == {"ID": 1}
+        assert os.read(out_read, 1) == b""
+    finally:
+        os.close(out_read)
+        os.close(out_write)  # /dev/null by now
