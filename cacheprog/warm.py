@@ -1,6 +1,6 @@
 """``gocacheprog warm``: land a go command's manifest in L1 before go runs the command.
 
-The helper that go starts prefetches too, but only once go has loaded its packages. From then on
+The helper that go starts prefetches too, but only once go first reads its cache. From then on
 the landing (decoding, hashing and writing: about 0.5 s of CPU for ``go build std``'s 160 MiB)
 competes with go for the cores, while go waits for its entries one at a time. A CI job usually
 has work to do before it builds: a clone, ``go mod download``, code generation. Started in the
