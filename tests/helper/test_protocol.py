@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from cacheprog.cache import Cache
 from cacheprog.config import Config
 from cacheprog.l1 import L1
@@ -130,3 +132,24 @@ def test_close_gives_go_its_end_of_stdout_before_the_helper_exits(tmp_path: Path
     finally:
         os.close(out_read)
         os.close(out_write)  # /dev/null by now
+
+
+def test_close_without_dev_null_still_answers_and_returns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No /dev/null to put in stdout's place (an odd sandbox): close is answered all the same, and
+    the pipe stays open until the process exits, as it did before."""
+    monkeypatch.setattr(os, "devnull", str(tmp_path / "no such dir" / "null"))
+    in_read, in_write = os.pipe()
+    out_read, out_write = os.pipe()
+    os.write(in_write, b'{"ID":1,"Command":"close"}\n\n')
+    os.close(in_write)
+    l1 = L1(str(tmp_path / "l1"), 1 << 30)
+    try:
+        with os.fdopen(in_read, "rb") as stdin:
+            serve(Cache(Config(url=None, namespace="default", dir=l1.root), l1, None, Stats()), stdin, out_write)
+        os.set_blocking(out_read, False)
+        assert json.loads(os.read(out_read, 4096)) == {"ID": 1}
+        with pytest.raises(BlockingIOError):
+            os.read(out_read, 1)  # still open: it ends when the process exits
+    finally:
+        os.close(out_read)
+        os.close(out_write)
