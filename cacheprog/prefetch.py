@@ -276,7 +276,7 @@ class Prefetch:
         self._say_once = say_once
         self._lock = threading.Lock()
         self._slots: dict[bytes, _Slot] = {}
-        self._waited: set[bytes] = set()  # slots a get waits (or waited) for: all a follower looks for
+        self._waited: set[bytes] = set()  # slots a get waits for: all a follower looks for (it drops settled ones)
         self._asked: set[bytes] = set()  # asked by go before the manifest was known
         self._known = False  # the manifest was read (or there is none): _asked is no longer kept
         self._landed: dict[bytes, tuple[L1Entry, int]] = {}  # in L1 by our hand, not yet asked for
@@ -458,7 +458,8 @@ class Prefetch:
         while not self._stop.is_set() and time.monotonic() < deadline:
             running = warm.active()
             with self._lock:
-                waited = [a for a in self._waited if not self._slots[a].settled and not self._slots[a].abandoned]
+                self._waited = {a for a in self._waited if not (self._slots[a].settled or self._slots[a].abandoned)}
+                waited = list(self._waited)
             for action_id in waited:
                 entry = self._l1.get(action_id)
                 if entry is not None:
