@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -114,30 +116,10 @@ def test_bad_setting_falls_back_to_local_cache(tmp_path: Path) -> None:
     assert "local cache only" in h.stderr()
 
 
-def test_close_gives_go_its_end_of_stdout_before_the_helper_exits(tmp_path: Path) -> None:
-    """go waits for the helper's stdout to close, not for its exit: once close is answered, the
-    pipe must be at its end while this process (the helper, here) still runs."""
-    in_read, in_write = os.pipe()
-    out_read, out_write = os.pipe()
-    os.write(in_write, b'{"ID":1,"Command":"close"}\n\n')
-    os.close(in_write)
-    l1 = L1(str(tmp_path / "l1"), 1 << 30)
-    cache = Cache(Config(url=None, namespace="default", dir=l1.root), l1, None, Stats())
-    try:
-        with os.fdopen(in_read, "rb") as stdin:
-            serve(cache, stdin, out_write)
-        os.set_blocking(out_read, False)  # a pipe still open for writing raises BlockingIOError here
-        assert json.loads(os.read(out_read, 4096)) == {"ID": 1}
-        assert os.read(out_read, 1) == b""
-    finally:
-        os.close(out_read)
-        os.close(out_write)  # /dev/null by now
-
-
-def test_close_without_dev_null_still_answers_and_returns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No /dev/null to put in stdout's place (an odd sandbox): close is answered all the same, and
-    the pipe stays open until the process exits, as it did before."""
-    monkeypatch.setattr(os, "devnull", str(tmp_path / "no such dir" / "null"))
+@contextlib.contextmanager
+def _closed_in_process(tmp_path: Path) -> Iterator[int]:
+    """``serve`` run in this process on a close request; yields the read end of its stdout pipe,
+    non-blocking, with serve returned and the answer in it."""
     in_read, in_write = os.pipe()
     out_read, out_write = os.pipe()
     os.write(in_write, b'{"ID":1,"Command":"close"}\n\n')
@@ -146,10 +128,26 @@ def test_close_without_dev_null_still_answers_and_returns(tmp_path: Path, monkey
     try:
         with os.fdopen(in_read, "rb") as stdin:
             serve(Cache(Config(url=None, namespace="default", dir=l1.root), l1, None, Stats()), stdin, out_write)
-        os.set_blocking(out_read, False)
-        assert json.loads(os.read(out_read, 4096)) == {"ID": 1}
-        with pytest.raises(BlockingIOError):
-            os.read(out_read, 1)  # still open: it ends when the process exits
+        os.set_blocking(out_read, False)  # a pipe still open for writing raises BlockingIOError here
+        yield out_read
     finally:
         os.close(out_read)
-        os.close(out_write)
+        os.close(out_write)  # /dev/null by then, unless none could be opened
+
+
+def test_close_gives_go_its_end_of_stdout_before_the_helper_exits(tmp_path: Path) -> None:
+    """go waits for the helper's stdout to close, not for its exit: once close is answered, the
+    pipe must be at its end while this process (the helper, here) still runs."""
+    with _closed_in_process(tmp_path) as out:
+        assert json.loads(os.read(out, 4096)) == {"ID": 1}
+        assert os.read(out, 1) == b""
+
+
+def test_close_without_dev_null_still_answers_and_returns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No /dev/null to put in stdout's place (an odd sandbox): close is answered all the same, and
+    the pipe stays open until the process exits, as it did before."""
+    monkeypatch.setattr(os, "devnull", str(tmp_path / "no such dir" / "null"))
+    with _closed_in_process(tmp_path) as out:
+        assert json.loads(os.read(out, 4096)) == {"ID": 1}
+        with pytest.raises(BlockingIOError):
+            os.read(out, 1)  # still open: it ends when the process exits
