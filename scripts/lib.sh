@@ -41,7 +41,7 @@ ensure_python() {
 # bytecode where PYTHONDONTWRITEBYTECODE is set (CI images often set it); then every start of
 # the helper compiles its modules again: about 20 ms before go's first answer, on every go command.
 compile_python() {
-  "$VENV/bin/python" -m compileall -q "$ROOT/cacheprog" "$ROOT/server" >/dev/null
+  "$VENV/bin/python" -m compileall -q "$ROOT/cacheprog" "$ROOT/server"
 }
 
 # go_ok: the go on PATH is 1.24 or newer (GOCACHEPROG's protocol as the helper speaks it).
