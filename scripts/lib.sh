@@ -23,16 +23,14 @@ ensure_python() {
   fi
   stamp="$VENV/.installed"
   want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1) $extras"
-  if [ -f "$stamp" ] && grep -qxF "$want" "$stamp"; then
-    compile_python
-    return 0
+  if ! { [ -f "$stamp" ] && grep -qxF "$want" "$stamp"; }; then
+    say "installing gocachegate${extras:+ with [$extras]} into .venv"
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+    # compat mode: a plain path entry; the default editable finder adds ~8 ms to every helper start
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec" --config-settings editable_mode=compat
+    echo "$want" >"$stamp"
   fi
-  say "installing gocachegate${extras:+ with [$extras]} into .venv"
-  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-  # compat mode: a plain path entry; the default editable finder adds ~8 ms to every helper start
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$spec" --config-settings editable_mode=compat
-  echo "$want" >"$stamp"
   compile_python
 }
 
