@@ -29,6 +29,16 @@ _TEMP_TAG = f".tmp-{os.getpid()}-{os.urandom(4).hex()}-"
 _temp_numbers = itertools.count()
 
 
+def _renew_temp_tag() -> None:
+    """A forked child (the prefetch's ``lander.py``) would otherwise make its parent's temp names."""
+    global _TEMP_TAG
+    _TEMP_TAG = f".tmp-{os.getpid()}-{os.urandom(4).hex()}-"
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_temp_tag)
+
+
 class L1Error(Exception):
     """The local cache could not be written (disk full, read-only, permissions)."""
 
