@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from . import __version__
 from .config import Config
@@ -30,6 +30,9 @@ from .prefetch import ABSENT, ARRIVED, FETCH, LANDING, Prefetch, PrefetchSetting
 from .remote import CorruptBody, Refused, Remote, RemoteError, RemoteUnavailable
 from .stats import Stats
 from .workers import Workers
+
+if TYPE_CHECKING:
+    from .lander import Lander
 
 __all__ = ["Cache"]
 
@@ -48,7 +51,7 @@ def _say(message: str) -> None:
 class Cache:
     def __init__(self, cfg: Config, l1: L1, remote: Remote | None, stats: Stats,
                  say: Callable[[str], None] = _say, prefetch: PrefetchSettings | None = None,
-                 key: CommandKey | None = None) -> None:
+                 key: CommandKey | None = None, lander: Lander | None = None) -> None:
         self.cfg = cfg
         self.l1 = l1
         self.remote = remote
@@ -67,7 +70,7 @@ class Cache:
         self.prefetch: Prefetch | None = None
         if remote is not None and prefetch is not None and prefetch.enabled:
             self.prefetch = Prefetch(l1, remote, stats, prefetch, self.manifest_key, self.say_once, self._reported,
-                                     self.in_store)
+                                     self.in_store, lander)
 
     def manifest_key(self) -> CommandKey:
         """The key of this go command's manifest, worked out once (``manifest.py``)."""

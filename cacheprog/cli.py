@@ -56,9 +56,15 @@ def _serve(args: list[str]) -> int:
         cfg = Config(url=None, namespace="default",
                      dir=os.environ.get("GOCACHEGATE_DIR") or default_dir(os.environ))
     l1 = L1(cfg.dir, cfg.l1_max_bytes)
+    prefetch = _prefetch_settings() if cfg.url is not None else None
+    lander = None
+    if prefetch is not None and prefetch.enabled:
+        from .lander import start  # forks: before any thread
+
+        lander = start(cfg, prefetch)
     remote = remote_for(cfg)
     _warm_up_in_background(l1, remote is not None)
-    cache = Cache(cfg, l1, remote, Stats(), prefetch=_prefetch_settings())
+    cache = Cache(cfg, l1, remote, Stats(), prefetch=prefetch, lander=lander)
     if cache.prefetch is not None:
         cache.prefetch.start()
     serve(cache, sys.stdin.buffer, sys.stdout.fileno())

@@ -19,6 +19,12 @@ on entries go may never want, so arriving entries are held in memory instead and
 get that asks for one; past ``hold_bytes`` the oldest held are landed to make room. Larger
 entries are landed from the stream as they come.
 
+Where the helper can fork (``lander.py``), the stream and the landing run in a child process
+instead, which lands the whole manifest ahead (as ``gocacheprog warm`` does) and tells this
+process of each entry; here the gets wait for its word (``_from_lander``), and the protocol loop
+never waits for the landing threads' GIL. Once go's gets show the manifest stale, the child is
+stopped, and what it did not land is fetched entry by entry.
+
 A ``gocacheprog warm`` landing the same manifest into the same L1 while go runs (``warming.py``)
 is followed instead: the manifest is read, nothing is streamed, and a get for an entry the warm
 has not landed yet waits for it to appear in L1, then asks the gate alone once the warm is done.
@@ -46,7 +52,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from . import warming
 from .l1 import L1, L1Entry, L1Error
@@ -55,7 +61,10 @@ from .remote import PrefetchStream, Remote, RemoteError, bounded_chunks
 from .stats import Stats
 from .workers import Workers
 
-__all__ = ["ABSENT", "ARRIVED", "FETCH", "LANDING", "MAGIC", "Prefetch", "PrefetchSettings", "land",
+if TYPE_CHECKING:
+    from .lander import Lander
+
+__all__ = ["ABSENT", "ARRIVED", "FETCH", "LANDING", "MAGIC", "Prefetch", "PrefetchSettings", "Reporter", "land",
            "settings_from_env"]
 
 _local = threading.local()
@@ -86,6 +95,16 @@ _FOLLOW_POLL_S = 0.002
 
 #: ``Cache.in_store``: a write into L1 (or the scratch directory), tried there again or not.
 InStore = Callable[[Callable[[L1], L1Entry | None], bool], L1Entry | None]
+
+
+class Reporter(Protocol):
+    """Told what becomes of each entry: a child process's landing tells its parent (``lander.py``)."""
+
+    def wanted(self, action_ids: list[bytes], manifest: bytes) -> None: ...
+
+    def landed(self, action_id: bytes, entry: L1Entry, compute_ms: int) -> None: ...
+
+    def settled(self, action_id: bytes, state: str) -> None: ...
 
 
 class PrefetchSettings(NamedTuple):
@@ -265,8 +284,9 @@ def _decoded(payload: _Payload, size: int) -> Iterator[bytes]:
 class Prefetch:
     def __init__(self, l1: L1, remote: Remote, stats: Stats, settings: PrefetchSettings,
                  key: Callable[[], CommandKey], say_once: Callable[[str, str], None],
-                 report_corrupt: Callable[[bytes], None], in_store: InStore) -> None:
+                 report_corrupt: Callable[[bytes], None], in_store: InStore, lander: Lander | None = None) -> None:
         self.settings = settings
+        self._lander = lander  # the child process landing for us (``lander.py``), if any
         self._report_corrupt = report_corrupt  # named in the session report, for the gate's quarantine
         self._l1 = l1
         self._in_store = in_store  # the cache's: L1, or its scratch directory once L1 failed
@@ -294,6 +314,7 @@ class Prefetch:
         #: The manifest as the gate had it (None: none, or not read): close skips an unchanged one.
         self.stored: Stored | None = None
         self.landed = 0  # entries it wrote into the local cache
+        self.reporter: Reporter | None = None  # told of every entry (in a lander child process)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="prefetch", daemon=True)
@@ -311,8 +332,11 @@ class Prefetch:
             self._asked_count += 1
             self._listed_count += action_id in self._slots
             feed = bool(self._holding) and self._landing < _LANDERS
+            stale = self._stale()
         if feed:
             self._feed()  # the evidence changed
+        if stale and self._lander is not None:
+            self._lander.stop()  # what it has not landed is fetched entry by entry, as go asks
 
     def wait(self, action_id: bytes) -> str:
         """ARRIVED (now in L1), ABSENT (the gate has none) or FETCH (ask the gate alone).
@@ -350,8 +374,8 @@ class Prefetch:
         with self._lock:
             landed = self._landed.pop(action_id, None)
             slot = self._slots.get(action_id) if landed is None and not claimed else None
-        if slot is not None and slot.landing.locked():
-            return LANDING
+        if slot is not None and (slot.landing.locked() or (self._lander is not None and not slot.settled)):
+            return LANDING  # a child's entry may be in L1 before its word: wait for the word
         if landed is None or claimed:
             return landed
         with self._lock:
@@ -375,12 +399,18 @@ class Prefetch:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def close(self) -> None:
-        """Cancel what is still streaming and count what was received for nothing."""
+    def stop(self) -> None:
+        """Stop streaming: a read blocked on the stream returns at once. Safe from a signal handler."""
         self._stop.set()
         stream = self._stream
         if stream is not None:
             stream.abort()
+
+    def close(self) -> None:
+        """Cancel what is still streaming and count what was received for nothing."""
+        self.stop()
+        if self._lander is not None:
+            self._lander.stop()
         if self._thread is not None:
             self._thread.join(2.0)
         with self._lock:
@@ -418,6 +448,8 @@ class Prefetch:
                 event.set()
 
     def _prefetch(self) -> None:
+        if self._lander is not None and self._from_lander(self._lander):
+            return
         key = self._key()
         warm = None if self.settings.ahead else warming.watch(self._l1.root, key.key)
         try:
@@ -439,6 +471,8 @@ class Prefetch:
         before it waits, and the warm is filling L1 meanwhile)."""
         data = self._remote.get_manifest(key.key)
         if data is None:
+            if self.reporter is not None:
+                self.reporter.wanted([], b"")
             return []
         self.stored = decode(data)
         missing = self.stored.ids if following else self._l1.lacking(self.stored.ids)
@@ -448,7 +482,50 @@ class Prefetch:
                 self._slots[action_id] = _Slot()
             self._known = True
             self._asked.clear()
+        if self.reporter is not None:
+            self.reporter.wanted(wanted, data)
         return wanted
+
+    def _from_lander(self, lander: Lander) -> bool:
+        """Settle the slots from a child's landing (``lander.py``) until it exits; False when a
+        ``gocacheprog warm`` lands this manifest already (the child left it to that one)."""
+        from .lander import end_counts, landed_entry
+
+        wanted: list[bytes] = []
+        for kind, payload in lander.messages():
+            if kind == b"L":
+                action_id, entry, compute_ms = landed_entry(payload, self._l1.output_path)
+                with self._lock:
+                    slot = self._slots.get(action_id)
+                    if slot is not None and not slot.settled:
+                        slot.landed = ARRIVED
+                        self._landed[action_id] = (entry, compute_ms)
+                        self.landed += 1
+                self._settle(action_id, ARRIVED)
+            elif kind in (b"A", b"F"):
+                self._settle(payload, ABSENT if kind == b"A" else FETCH)
+            elif kind == b"I":
+                wanted += [payload[i:i + 32] for i in range(0, len(payload), 32)]
+            elif kind == b"K":
+                self.stored = decode(payload) if payload else None
+                with self._lock:
+                    for action_id in wanted:
+                        if action_id not in self._asked:  # go asked already: its get fetches it
+                            self._slots.setdefault(action_id, _Slot())
+                    self._known = True
+                    self._asked.clear()
+            elif kind == b"C":
+                self._stats.add(corrupt=1)
+                self._report_corrupt(payload)
+            elif kind == b"T":
+                topic, _, message = payload.decode(errors="replace").partition("\0")
+                self._say_once(topic, message)
+            elif kind == b"E":
+                prefetched, wire_bytes = end_counts(payload)
+                self._stats.add(prefetched=prefetched, prefetch_bytes=wire_bytes)
+            elif kind == b"B":
+                return False
+        return True
 
     def _follow(self, warm: warming.Watch) -> None:
         """A warm lands this manifest into L1 right now: settle each entry a get waits for once the
@@ -498,10 +575,11 @@ class Prefetch:
             kind = frames.exact(1)
             if kind == b"E":
                 self._entry(frames)
-            elif kind == b"M":
-                self._settle(frames.exact(32), ABSENT)
-            elif kind == b"S":
-                self._settle(frames.exact(32), FETCH)
+            elif kind in (b"M", b"S"):
+                action_id, state = frames.exact(32), ABSENT if kind == b"M" else FETCH
+                self._settle(action_id, state)
+                if self.reporter is not None:
+                    self.reporter.settled(action_id, state)
             elif kind == b"Z":
                 frames.exact(4)
                 return True
@@ -539,13 +617,17 @@ class Prefetch:
             while self._held_bytes > self.settings.hold_bytes and not self._stop.is_set():
                 self._room.wait(0.1)
 
+    def _stale(self) -> bool:
+        """Whether go's gets so far show the manifest stale (called under the lock)."""
+        return self._asked_count >= _EVIDENCE and self._listed_count < self._asked_count * _FRESH
+
     def _ahead_pays(self) -> bool:
         """Whether to land ahead of go (called under the lock): the manifest proved right, or too
         little is known yet and only a few entries are landed ahead; always when nobody asks."""
         if self.settings.ahead:
             return True
         if self._asked_count >= _EVIDENCE:
-            return self._listed_count >= self._asked_count * _FRESH
+            return not self._stale()
         return len(self._landed) + self._in_flight < _LEAD
 
     def _feed(self) -> None:
@@ -559,10 +641,12 @@ class Prefetch:
             self._landers.submit(self._land_held)
 
     def _land_held(self) -> None:
-        """Land held entries, oldest first, until there are none or landing ahead stops paying."""
+        """Land held entries, oldest first, until there are none, landing ahead stops paying or the
+        prefetch stopped (a get for a held entry still lands it itself)."""
         while True:
             with self._lock:
-                if not self._holding or (self._held_bytes <= self.settings.hold_bytes and not self._ahead_pays()):
+                if not self._holding or self._stop.is_set() or (
+                        self._held_bytes <= self.settings.hold_bytes and not self._ahead_pays()):
                     self._landing -= 1
                     return
                 action_id = next(iter(self._holding))
@@ -596,7 +680,7 @@ class Prefetch:
         gate alone would bring the same stored bytes again. Once L1 cannot be written (a full
         disk), entries land in the cache's scratch directory, as the gets' own fetches do, and a
         held entry is landed there at once (one from the stream has moved on: it is fetched).
-        RemoteError from the stream passes.
+        RemoteError from the stream passes. The reporter, if any, hears how it went.
         """
         import zstandard
 
@@ -607,6 +691,8 @@ class Prefetch:
             else:
                 entry = self._in_store(lambda store: _land_whole(store, action_id, held), True)
         except L1Error:
+            if self.reporter is not None:
+                self.reporter.settled(action_id, FETCH)
             return FETCH
         except zstandard.ZstdError:
             entry = None
@@ -615,10 +701,14 @@ class Prefetch:
             self._report_corrupt(action_id)
             self._say_once("corrupt", f"discarded a prefetched entry whose body does not match its digest "
                                       f"(action {action_id.hex()[:16]}…)")
+            if self.reporter is not None:
+                self.reporter.settled(action_id, ABSENT)
             return ABSENT
         with self._lock:
             self._landed[action_id] = (entry, held.compute_ms)
             self.landed += 1
+        if self.reporter is not None:
+            self.reporter.landed(action_id, entry, held.compute_ms)
         return ARRIVED
 
     def _settle(self, action_id: bytes, state: str) -> None:

@@ -6,8 +6,10 @@ build that starts while a warm still lands follows it instead of streaming the s
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -147,6 +149,29 @@ def test_a_reader_in_another_checkout_is_served_by_the_prefetch(setup: Setup) ->
     again = setup.build(reader, clone).stats
     assert again["local_hits"] == again["gets"] and again["prefetch_hits"] == 0, again
     assert again["prefetched"] <= s["prefetch_wasted"] and again["prefetch_bytes"] < s["prefetch_bytes"] / 4, again
+
+
+def test_the_landing_child_is_gone_with_go_and_leaves_no_lock_or_temp_file(setup: Setup) -> None:
+    reader = setup.machine("reader-token")
+    s = setup.build(reader, setup.checkout("job4")).stats
+    assert s["prefetch_hits"] >= 0.9 * s["remote_hits"] > 0, s
+    locks = list(reader.l1.glob("warming-*.lock"))
+    assert locks  # the child took the landing lock ...
+    for path in locks:  # ... and let it go before go returned
+        fd = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    assert not list(reader.l1.glob("*/.tmp-*"))
+
+
+def test_without_a_child_process_the_helper_s_threads_land_the_manifest(setup: Setup) -> None:
+    reader = setup.machine("reader-token", GOCACHEGATE_PREFETCH_PROCESS="0")
+    s = setup.build(reader, setup.checkout("job5")).stats
+    assert s["prefetched"] > 0 and s["local_hits"] == 0 and s["remote_hits"] >= 0.9 * s["gets"], s
+    assert s["prefetch_hits"] >= 0.9 * s["remote_hits"], s
+    assert not list(reader.l1.glob("warming-*.lock"))  # no child: nobody took the landing lock
 
 
 def test_without_a_manifest_the_build_goes_the_normal_way(setup: Setup) -> None:

@@ -1,0 +1,229 @@
+"""The prefetch's landing in a child process, so that go's answers never wait for its GIL.
+
+Landing std's 160 MiB (decode, hash, write) takes a few threads' worth of C calls with Python
+between them. In the helper's own process those threads and the protocol loop take turns at the
+GIL: the loop, which go waits on for every get, spent 50-100 ms per build waiting for it
+(docs/prefetch.md). So right after the handshake, before it starts any thread, the helper forks.
+The child lands the manifest exactly as ``gocacheprog warm`` does (``Prefetch`` with ``ahead``,
+under the same landing lock), and tells the parent over a pipe what happened to each entry; the
+parent answers go and settles its waiting gets from those messages (``Prefetch._from_lander``).
+
+The child owns no part of go's protocol: its stdin, stdout and stderr are /dev/null from the
+start (go waits for the helper's stdout to close). It stops when the stream ends, when the parent
+says so (SIGTERM: at close, or when go's gets show the manifest is stale), and when the parent is
+gone (its next message cannot be written). Anything it would tell a person goes to the parent,
+which says it once. Without ``os.fork`` (Windows) or with ``GOCACHEGATE_PREFETCH_PROCESS=0`` the
+landing runs in the helper's threads instead.
+
+Messages, child to parent: ``kind(1) length(u32) payload``:
+
+    I  action ids the stream will bring (32 bytes each; several messages)
+    K  the list is complete; payload: the manifest as the gate had it (empty: none)
+    L  landed: action(32) output(32) size(u64) put ns(i64) compute ms(i64)
+    A  absent (the gate has none, or it was corrupt): action(32)
+    F  not landed, ask the gate alone: action(32)
+    C  corrupt, for the session report: action(32)
+    T  say once: key, NUL, message (UTF-8)
+    B  nothing landed here: a ``gocacheprog warm`` lands this manifest already (or L1 cannot be
+       locked); the parent prefetches in its own threads, which follow that warm
+    E  the end: prefetched entries (u64), stream bytes on the wire (u64)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import struct
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+from .config import Config
+from .l1 import L1Entry
+from .prefetch import ABSENT, FETCH, PrefetchSettings
+
+__all__ = ["ENABLE_ENV", "Lander", "Message", "start"]
+
+ENABLE_ENV = "GOCACHEGATE_PREFETCH_PROCESS"
+_HEADER = struct.Struct(">cI")
+_LANDED = struct.Struct(">32s32sQqq")
+_END = struct.Struct(">QQ")
+_IDS_PER_MESSAGE = 2048
+
+#: A message as the parent reads it: its kind and payload.
+Message = tuple[bytes, bytes]
+
+
+class Lander:
+    """The parent's handle on the child: its messages, and a way to stop it."""
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid = pid
+        self._fd = fd
+        self._stopped = False
+
+    def messages(self) -> Iterator[Message]:
+        """The child's messages until it exits; then it is reaped."""
+        buf = b""
+        try:
+            while True:
+                data = os.read(self._fd, 1 << 16)
+                if not data:
+                    return
+                buf += data
+                start = 0
+                while len(buf) - start >= _HEADER.size:
+                    kind, length = _HEADER.unpack_from(buf, start)
+                    end = start + _HEADER.size + length
+                    if end > len(buf):
+                        break
+                    yield kind, buf[start + _HEADER.size:end]
+                    start = end
+                buf = buf[start:]
+        finally:
+            os.close(self._fd)
+            self.stop()
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+
+    def stop(self) -> None:
+        """Ask the child to stop streaming and exit (once); never raises."""
+        if self._stopped:
+            return
+        self._stopped = True
+        with contextlib.suppress(OSError):  # gone already
+            os.kill(self.pid, signal.SIGTERM)
+
+
+def landed_entry(payload: bytes, output_path: Callable[[bytes], str]) -> tuple[bytes, L1Entry, int]:
+    """An ``L`` message: the action, its entry in L1 (``output_path`` of its output id) and compute ms."""
+    action, output, size, put_ns, compute_ms = _LANDED.unpack(payload)
+    put_time = datetime.fromtimestamp(put_ns / 1e9, UTC)
+    return action, L1Entry(output, size, put_time, output_path(output)), compute_ms
+
+
+def end_counts(payload: bytes) -> tuple[int, int]:
+    """An ``E`` message: entries prefetched and stream bytes."""
+    prefetched, wire_bytes = _END.unpack(payload)
+    return prefetched, wire_bytes
+
+
+def start(cfg: Config, settings: PrefetchSettings) -> Lander | None:
+    """Fork the child that lands this go command's manifest; None where it cannot (the landing
+    then runs in threads). Call before any thread starts: a fork copies only the calling thread."""
+    if not hasattr(os, "fork") or os.environ.get(ENABLE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    go_pid = os.getppid()
+    read_fd, write_fd = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read_fd)
+        os.close(write_fd)
+        return None
+    if pid:
+        os.close(write_fd)
+        return Lander(pid, read_fd)
+    os.close(read_fd)  # the child: never returns
+    code = 1
+    try:
+        _child(cfg, settings, go_pid, write_fd)
+        code = 0
+    finally:
+        os._exit(code)
+
+
+class _Pipe:
+    """The child's end: whole messages, from any thread; once the parent is gone, ``gone`` is set."""
+
+    def __init__(self, fd: int, gone: threading.Event) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+        self._gone = gone
+
+    def send(self, kind: bytes, payload: bytes = b"") -> None:
+        data = memoryview(_HEADER.pack(kind, len(payload)) + payload)
+        with self._lock:
+            try:
+                while data:
+                    data = data[os.write(self._fd, data):]
+            except OSError:
+                self._gone.set()
+
+
+class _Reporter:
+    """What the child's ``Prefetch`` reports (``Prefetch.reporter``), sent to the parent."""
+
+    def __init__(self, pipe: _Pipe) -> None:
+        self._pipe = pipe
+
+    def wanted(self, action_ids: list[bytes], manifest: bytes) -> None:
+        for i in range(0, len(action_ids), _IDS_PER_MESSAGE):
+            self._pipe.send(b"I", b"".join(action_ids[i:i + _IDS_PER_MESSAGE]))
+        self._pipe.send(b"K", manifest)
+
+    def landed(self, action_id: bytes, entry: L1Entry, compute_ms: int) -> None:
+        put_ns = int(entry.put_time.timestamp() * 1e9)
+        self._pipe.send(b"L", _LANDED.pack(action_id, entry.output_id, entry.size, put_ns, compute_ms))
+
+    def settled(self, action_id: bytes, state: str) -> None:
+        if state in (ABSENT, FETCH):
+            self._pipe.send(b"A" if state == ABSENT else b"F", action_id)
+
+
+def _detach() -> None:
+    """Let go of go's pipes: go waits for the helper's stdout to close, and must not wait for us."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the child's life
+
+
+def _child(cfg: Config, settings: PrefetchSettings, go_pid: int, fd: int) -> None:
+    from . import warming
+    from .l1 import L1
+    from .manifest import command_key
+    from .prefetch import Prefetch
+    from .remote import remote_for
+    from .stats import Stats
+
+    _detach()
+    gone = threading.Event()
+    pipe = _Pipe(fd, gone)
+    key = command_key(os.environ, ppid=go_pid)  # go is our parent's parent
+    l1 = L1(cfg.dir, cfg.l1_max_bytes)
+    try:
+        lock = warming.hold(l1.root, key.key)
+    except OSError:
+        lock = None
+    if lock is None:
+        pipe.send(b"B")
+        return
+    said: set[str] = set()
+
+    def say_once(topic: str, message: str) -> None:
+        if topic not in said:
+            said.add(topic)
+            pipe.send(b"T", f"{topic}\0{message}".encode())
+
+    def in_store(write: Callable[[L1], L1Entry | None], again: bool) -> L1Entry | None:
+        return write(l1)  # no scratch directory here: what L1 cannot take is the parent's to fetch (F)
+
+    stats = Stats()
+    remote = remote_for(cfg._replace(read_only=True))
+    assert remote is not None  # the parent forks only with a gate URL
+    prefetch = Prefetch(l1, remote, stats, settings._replace(ahead=True), lambda: key, say_once,
+                        lambda action_id: pipe.send(b"C", action_id), in_store)
+    prefetch.reporter = _Reporter(pipe)
+    signal.signal(signal.SIGTERM, lambda signum, frame: prefetch.stop())
+    prefetch.start()
+    while not prefetch.finish(0.05):
+        if gone.is_set():
+            prefetch.stop()
+    prefetch.close()
+    counts = stats.snapshot()
+    pipe.send(b"E", _END.pack(counts["prefetched"], counts["prefetch_bytes"]))
+    lock.close()

@@ -1,0 +1,212 @@
+"""The landing in a child process (``cacheprog/lander.py``): its messages reach the parent whole and
+in order, a stop ends it, and the parent's gets are settled by its word: an entry on its way is
+waited for, an absent one is a miss, and go's gets that show the manifest stale stop the child.
+
+Each test forks a real child that speaks the real message format (``_Pipe``, ``_Reporter``); the
+parent side is the real cache and prefetch, with the stand-in gate of test_landing.py for the
+gets the child leaves to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from cacheprog import lander
+from cacheprog.cache import Cache
+from cacheprog.config import Config
+from cacheprog.l1 import L1, L1Entry
+from cacheprog.manifest import CommandKey, encode
+from cacheprog.prefetch import _EVIDENCE, ABSENT, FETCH, PrefetchSettings
+from cacheprog.stats import Stats
+from tests.prefetch.test_landing import _Gate, _wait_for
+
+_PUT = datetime(2026, 1, 2, tzinfo=UTC)
+
+
+def _fork(child: Callable[[lander._Reporter, lander._Pipe, int], None]) -> tuple[lander.Lander, int]:
+    """A real child running ``child(reporter, pipe, commands_fd)``; the parent gets its Lander and
+    the write end of a pipe to send it one-byte commands."""
+    read_fd, write_fd = os.pipe()
+    commands_read, commands_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 1
+        try:
+            os.close(read_fd)
+            os.close(commands_write)
+            pipe = lander._Pipe(write_fd, threading.Event())
+            child(lander._Reporter(pipe), pipe, commands_read)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    os.close(commands_read)
+    return lander.Lander(pid, read_fd), commands_write
+
+
+def _ids(n: int) -> list[bytes]:
+    return [hashlib.sha256(b"action %d" % i).digest() for i in range(n)]
+
+
+def _body(i: int) -> bytes:
+    return b"body %d " % i * (10 + i)
+
+
+def _entry(i: int) -> L1Entry:
+    return L1Entry(hashlib.sha256(_body(i)).digest(), len(_body(i)), _PUT, "unused")
+
+
+def _reaped(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def test_the_child_s_messages_reach_the_parent_whole_and_in_order() -> None:
+    ids = _ids(5000)  # more than one message of ids, and more than one pipe buffer
+    manifest = encode(ids, "test")
+
+    def child(reporter: lander._Reporter, pipe: lander._Pipe, commands: int) -> None:
+        reporter.wanted(ids, manifest)
+        for i in range(3):
+            reporter.landed(ids[i], _entry(i), compute_ms=i)
+        reporter.settled(ids[3], ABSENT)
+        reporter.settled(ids[4], FETCH)
+        pipe.send(b"E", lander._END.pack(3, 12345))
+
+    handle, _ = _fork(child)
+    messages = list(handle.messages())
+    assert _reaped(handle.pid)
+    kinds = [kind for kind, _ in messages]
+    assert kinds == [b"I", b"I", b"I", b"K", b"L", b"L", b"L", b"A", b"F", b"E"], kinds
+    assert b"".join(payload for kind, payload in messages if kind == b"I") == b"".join(ids)
+    assert messages[3][1] == manifest
+    for i, (_, payload) in enumerate(messages[4:7]):
+        action, entry, compute_ms = lander.landed_entry(payload, lambda output: output.hex())
+        assert (action, entry.output_id, entry.size, entry.put_time, compute_ms) == (
+            ids[i], _entry(i).output_id, len(_body(i)), _PUT, i)
+        assert entry.path == entry.output_id.hex()
+    assert messages[7][1] == ids[3] and messages[8][1] == ids[4]
+    assert lander.end_counts(messages[9][1]) == (3, 12345)
+
+
+def test_stop_ends_a_child_that_is_still_at_work() -> None:
+    def child(reporter: lander._Reporter, pipe: lander._Pipe, commands: int) -> None:
+        reporter.wanted(_ids(2), b"")
+        time.sleep(60)
+
+    handle, _ = _fork(child)
+    messages = handle.messages()
+    assert next(messages)[0] == b"I"
+    started = time.monotonic()
+    handle.stop()
+    handle.stop()  # once is enough; twice is harmless
+    assert [kind for kind, _ in messages] == [b"K"]
+    assert time.monotonic() - started < 5 and _reaped(handle.pid)
+
+
+class _Scripted:
+    """A child that lists ``ids`` and then does what the test tells it: ``P`` + n writes entry n
+    into L1, ``L`` + n says it landed, ``A`` + n that it is absent; anything else ends it."""
+
+    def __init__(self, ids: list[bytes], l1: L1) -> None:
+        self.ids = ids
+        self.l1 = l1
+
+    def __call__(self, reporter: lander._Reporter, pipe: lander._Pipe, commands: int) -> None:
+        reporter.wanted(self.ids, encode(self.ids, "test"))
+        while len(command := os.read(commands, 2)) == 2 and command[:1] in b"PLA":
+            kind, n = command[:1], command[1]
+            if kind == b"P":
+                self.l1.put(self.ids[n], _entry(n).output_id, _body(n), _PUT)
+            elif kind == b"L":
+                reporter.landed(self.ids[n], _entry(n), compute_ms=7)
+            else:
+                reporter.settled(self.ids[n], ABSENT)
+
+
+@pytest.fixture
+def parent(tmp_path: Path) -> Iterator[Callable[[list[bytes]], tuple[Cache, lander.Lander, int]]]:
+    """A cache whose prefetch follows a scripted child."""
+    caches: list[Cache] = []
+
+    def make(ids: list[bytes]) -> tuple[Cache, lander.Lander, int]:
+        l1 = L1(str(tmp_path / "l1"), 1 << 30)
+        handle, commands = _fork(_Scripted(ids, l1))
+        cfg = Config(url="http://gate.invalid", namespace="ns", dir=l1.root, read_only=True)
+        cache = Cache(cfg, l1, _Gate([]), Stats(), say=lambda message: None,  # type: ignore[arg-type]
+                      prefetch=PrefetchSettings(wait_seconds=5.0), key=CommandKey("k", "test"), lander=handle)
+        assert cache.prefetch is not None
+        cache.prefetch.start()
+        _wait_for(lambda: cache.prefetch is not None and cache.prefetch.wanted == len(ids), "the child's list")
+        caches.append(cache)
+        return cache, handle, commands
+
+    yield make
+    for cache in caches:
+        cache.close()
+
+
+def test_a_get_for_an_entry_on_its_way_waits_for_the_child_s_word(
+        parent: Callable[[list[bytes]], tuple[Cache, lander.Lander, int]]) -> None:
+    ids = _ids(3)
+    cache, handle, commands = parent(ids)
+    # Landed before go asks: answered on the protocol loop, from the child's word alone.
+    os.write(commands, b"L\x00")
+    _wait_for(lambda: cache.prefetch is not None and cache.prefetch.landed == 1, "the first entry")
+    entry, ask_remote = cache.lookup(ids[0])
+    assert entry is not None and not ask_remote and entry.output_id == _entry(0).output_id
+    assert entry.path == cache.l1.output_path(entry.output_id)
+
+    # On its way: the get waits off the loop, even once its files are in L1: the child's word
+    # says it is whole (and the get counts as the prefetch's, not as a local hit).
+    os.write(commands, b"P\x01")
+    _wait_for(lambda: cache.l1.get(ids[1]) is not None, "the second entry's files")
+    assert cache.lookup(ids[1]) == (None, True)
+    fetched: list[L1Entry | None] = []
+    waiting = threading.Thread(target=lambda: fetched.append(cache.fetch(ids[1])))
+    waiting.start()
+    time.sleep(0.1)
+    assert waiting.is_alive()
+    os.write(commands, b"L\x01")
+    waiting.join(5)
+    assert fetched and fetched[0] is not None and fetched[0].output_id == _entry(1).output_id
+
+    # Absent: a miss at once, without asking the gate.
+    os.write(commands, b"A\x02")
+    assert cache.lookup(ids[2]) == (None, True)
+    assert cache.fetch(ids[2]) is None
+    gate = cache.remote
+    assert isinstance(gate, _Gate) and gate.gets == []
+    cache.close()
+    assert _reaped(handle.pid)
+    s = cache.stats.snapshot()
+    assert s["prefetch_hits"] == 2 and s["remote_hits"] == 2 and s["misses"] == 1 and s["local_hits"] == 0, s
+
+
+def test_gets_that_show_the_manifest_stale_stop_the_child(
+        parent: Callable[[list[bytes]], tuple[Cache, lander.Lander, int]]) -> None:
+    ids = _ids(40)
+    cache, handle, _ = parent(ids)
+    assert cache.prefetch is not None
+    waiting = threading.Thread(target=lambda: cache.fetch(ids[0]))
+    assert cache.lookup(ids[0]) == (None, True)  # listed, on its way
+    waiting.start()
+    for _ in range(_EVIDENCE):  # go asks for what the manifest does not list
+        assert cache.lookup(os.urandom(32)) == (None, True)
+    # The child is told to stop; once it is gone, what it did not land is fetched entry by entry.
+    _wait_for(lambda: _reaped(handle.pid), "the child to stop")
+    waiting.join(5)
+    assert not waiting.is_alive()
+    gate = cache.remote
+    assert isinstance(gate, _Gate) and ids[0].hex() in gate.gets
