@@ -26,12 +26,19 @@ Messages, child to parent: ``kind(1) length(u32) payload``:
     T  say once: key, NUL, message (UTF-8)
     B  nothing landed here: a ``gocacheprog warm`` lands this manifest already (or L1 cannot be
        locked); the parent prefetches in its own threads, which follow that warm
-    E  the end: prefetched entries (u64), stream bytes on the wire (u64)
+    E  the end: prefetched entries, stream bytes on the wire, entries received and never landed (u64 each)
+
+Commands, parent to child: ``kind(1) action(32)``, dropped when the pipe is full (a get waits at
+most ``wait_seconds`` for its entry, then asks the gate alone):
+
+    H  hold: go's gets show the manifest stale; land no more ahead, only what the parent asks for
+    W  want: go asks for this entry; land it (once it arrives, if it has not yet)
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import struct
@@ -42,27 +49,47 @@ from datetime import UTC, datetime
 
 from .config import Config
 from .l1 import L1Entry
-from .prefetch import ABSENT, FETCH, PrefetchSettings
+from .prefetch import ABSENT, FETCH, Prefetch, PrefetchSettings
+from .workers import Workers
 
 __all__ = ["ENABLE_ENV", "Lander", "Message", "start"]
 
 ENABLE_ENV = "GOCACHEGATE_PREFETCH_PROCESS"
 _HEADER = struct.Struct(">cI")
 _LANDED = struct.Struct(">32s32sQqq")
-_END = struct.Struct(">QQ")
+_END = struct.Struct(">QQQ")
+_COMMAND = struct.Struct(">c32s")
 _IDS_PER_MESSAGE = 2048
+_WANT_THREADS = 8
 
 #: A message as the parent reads it: its kind and payload.
 Message = tuple[bytes, bytes]
 
 
 class Lander:
-    """The parent's handle on the child: its messages, and a way to stop it."""
+    """The parent's handle on the child: its messages, commands to it, and a way to stop it."""
 
-    def __init__(self, pid: int, fd: int) -> None:
+    def __init__(self, pid: int, fd: int, commands_fd: int) -> None:
         self.pid = pid
         self._fd = fd
+        self._commands = commands_fd
+        self._lock = threading.Lock()
+        self._open = True  # until the child is gone: then its descriptors' numbers may be reused
         self._stopped = False
+
+    def hold(self) -> None:
+        """Tell the child to land no more ahead of go, only what ``want`` names."""
+        self._command(b"H", bytes(32))
+
+    def want(self, action_id: bytes) -> None:
+        """Tell the child go asks for this entry."""
+        self._command(b"W", action_id)
+
+    def _command(self, kind: bytes, action_id: bytes) -> None:
+        with self._lock:
+            if self._open:
+                with contextlib.suppress(OSError):  # full (the get waits, then asks alone) or gone
+                    os.write(self._commands, _COMMAND.pack(kind, action_id))
 
     def messages(self) -> Iterator[Message]:
         """The child's messages until it exits; then it is reaped."""
@@ -83,18 +110,23 @@ class Lander:
                     start = end
                 buf = buf[start:]
         finally:
-            os.close(self._fd)
             self.stop()
+            with self._lock:
+                self._open = False
+                os.close(self._fd)
+                os.close(self._commands)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.pid, 0)
 
     def stop(self) -> None:
-        """Ask the child to stop streaming and exit (once); never raises."""
-        if self._stopped:
-            return
-        self._stopped = True
-        with contextlib.suppress(OSError):  # gone already
-            os.kill(self.pid, signal.SIGTERM)
+        """Ask the child to stop streaming and exit (once, and never once it is reaped: its pid
+        may be another process's then); never raises."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            with contextlib.suppress(OSError):  # gone already
+                os.kill(self.pid, signal.SIGTERM)
 
 
 def landed_entry(payload: bytes, output_path: Callable[[bytes], str]) -> tuple[bytes, L1Entry, int]:
@@ -104,10 +136,10 @@ def landed_entry(payload: bytes, output_path: Callable[[bytes], str]) -> tuple[b
     return action, L1Entry(output, size, put_time, output_path(output)), compute_ms
 
 
-def end_counts(payload: bytes) -> tuple[int, int]:
-    """An ``E`` message: entries prefetched and stream bytes."""
-    prefetched, wire_bytes = _END.unpack(payload)
-    return prefetched, wire_bytes
+def end_counts(payload: bytes) -> tuple[int, int, int]:
+    """An ``E`` message: entries prefetched, stream bytes, and entries received but never landed."""
+    prefetched, wire_bytes, wasted = _END.unpack(payload)
+    return prefetched, wire_bytes, wasted
 
 
 def start(cfg: Config, settings: PrefetchSettings) -> Lander | None:
@@ -117,19 +149,23 @@ def start(cfg: Config, settings: PrefetchSettings) -> Lander | None:
         return None
     go_pid = os.getppid()
     read_fd, write_fd = os.pipe()
+    commands_read, commands_write = os.pipe()
+    os.set_blocking(commands_write, False)  # go's gets never wait on a busy child
     try:
         pid = os.fork()
     except OSError:
-        os.close(read_fd)
-        os.close(write_fd)
+        for fd in (read_fd, write_fd, commands_read, commands_write):
+            os.close(fd)
         return None
     if pid:
         os.close(write_fd)
-        return Lander(pid, read_fd)
+        os.close(commands_read)
+        return Lander(pid, read_fd, commands_write)
     os.close(read_fd)  # the child: never returns
+    os.close(commands_write)
     code = 1
     try:
-        _child(cfg, settings, go_pid, write_fd)
+        _child(cfg, settings, go_pid, write_fd, commands_read)
         code = 0
     finally:
         os._exit(code)
@@ -173,6 +209,27 @@ class _Reporter:
             self._pipe.send(b"A" if state == ABSENT else b"F", action_id)
 
 
+def _obey(commands: int, prefetch: Prefetch, gone: threading.Event) -> None:
+    """Carry out the parent's commands until it is gone (``wait`` lands a held entry on its thread)."""
+    wants = Workers("want", _WANT_THREADS)
+
+    def land(action_id: bytes) -> None:
+        prefetch.wait(action_id)  # the reporter tells the parent how it went
+
+    buf = b""
+    while data := os.read(commands, 1 << 12):
+        buf += data
+        whole = len(buf) - len(buf) % _COMMAND.size
+        for offset in range(0, whole, _COMMAND.size):
+            kind, action_id = _COMMAND.unpack_from(buf, offset)
+            if kind == b"H":
+                prefetch.hold()
+            elif kind == b"W":
+                wants.submit(functools.partial(land, action_id))
+        buf = buf[whole:]
+    gone.set()
+
+
 def _detach() -> None:
     """Let go of go's pipes: go waits for the helper's stdout to close, and must not wait for us."""
     null = os.open(os.devnull, os.O_RDWR)
@@ -182,11 +239,10 @@ def _detach() -> None:
     sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the child's life
 
 
-def _child(cfg: Config, settings: PrefetchSettings, go_pid: int, fd: int) -> None:
+def _child(cfg: Config, settings: PrefetchSettings, go_pid: int, fd: int, commands: int) -> None:
     from . import warming
     from .l1 import L1
     from .manifest import command_key
-    from .prefetch import Prefetch
     from .remote import remote_for
     from .stats import Stats
 
@@ -219,11 +275,12 @@ def _child(cfg: Config, settings: PrefetchSettings, go_pid: int, fd: int) -> Non
                         lambda action_id: pipe.send(b"C", action_id), in_store)
     prefetch.reporter = _Reporter(pipe)
     signal.signal(signal.SIGTERM, lambda signum, frame: prefetch.stop())
+    threading.Thread(target=_obey, args=(commands, prefetch, gone), name="commands", daemon=True).start()
     prefetch.start()
     while not prefetch.finish(0.05):
         if gone.is_set():
             prefetch.stop()
     prefetch.close()
     counts = stats.snapshot()
-    pipe.send(b"E", _END.pack(counts["prefetched"], counts["prefetch_bytes"]))
+    pipe.send(b"E", _END.pack(counts["prefetched"], counts["prefetch_bytes"], counts["prefetch_wasted"]))
     lock.close()

@@ -305,6 +305,8 @@ class Prefetch:
         self._room = threading.Condition(self._lock)  # notified when held bytes go down
         self._in_flight = 0  # taken by the landers, not landed yet
         self._landing = 0  # lander threads at work
+        self._lander_holds = False  # the child was told to land only what go asks for
+        self._ahead = settings.ahead  # land every entry as it arrives (until told otherwise: ``hold``)
         self._asked_count = 0  # entries L1 lacked that go asked for once the manifest was known
         self._listed_count = 0  # ... and that were in the manifest
         self._stop = threading.Event()
@@ -332,11 +334,16 @@ class Prefetch:
             self._asked_count += 1
             self._listed_count += action_id in self._slots
             feed = bool(self._holding) and self._landing < _LANDERS
-            stale = self._stale()
+            hold = self._lander is not None and bool(self._slots) and not self._lander_holds and self._stale()
+            if hold:
+                self._lander_holds = True
+                waited = [a for a in self._waited if not self._slots[a].settled]
         if feed:
             self._feed()  # the evidence changed
-        if stale and self._lander is not None:
-            self._lander.stop()  # what it has not landed is fetched entry by entry, as go asks
+        if hold and self._lander is not None:
+            self._lander.hold()  # the manifest is stale: the child lands what go asks for, no more
+            for waiting in waited:
+                self._lander.want(waiting)
 
     def wait(self, action_id: bytes) -> str:
         """ARRIVED (now in L1), ABSENT (the gate has none) or FETCH (ask the gate alone).
@@ -352,6 +359,9 @@ class Prefetch:
             if not slot.settled:
                 event = slot.event = slot.event or threading.Event()
                 self._waited.add(action_id)
+            want = event is not None and self._lander is not None and self._lander_holds
+        if want and self._lander is not None:
+            self._lander.want(action_id)  # the child holds it, or will: it lands it now
         if event is not None and not event.wait(self.settings.wait_seconds):
             with self._lock:
                 slot.abandoned = not slot.settled
@@ -521,8 +531,8 @@ class Prefetch:
                 topic, _, message = payload.decode(errors="replace").partition("\0")
                 self._say_once(topic, message)
             elif kind == b"E":
-                prefetched, wire_bytes = end_counts(payload)
-                self._stats.add(prefetched=prefetched, prefetch_bytes=wire_bytes)
+                prefetched, wire_bytes, wasted = end_counts(payload)
+                self._stats.add(prefetched=prefetched, prefetch_bytes=wire_bytes, prefetch_wasted=wasted)
             elif kind == b"B":
                 return False
         return True
@@ -621,10 +631,17 @@ class Prefetch:
         """Whether go's gets so far show the manifest stale (called under the lock)."""
         return self._asked_count >= _EVIDENCE and self._listed_count < self._asked_count * _FRESH
 
+    def hold(self) -> None:
+        """Land no more ahead of go, only what a get (``wait``) asks for: in a child, once its
+        parent found the manifest stale (``lander.py``)."""
+        with self._lock:
+            self._ahead = False
+            self._asked_count, self._listed_count = _EVIDENCE, 0  # the evidence, as the parent saw it
+
     def _ahead_pays(self) -> bool:
         """Whether to land ahead of go (called under the lock): the manifest proved right, or too
         little is known yet and only a few entries are landed ahead; always when nobody asks."""
-        if self.settings.ahead:
+        if self._ahead:
             return True
         if self._asked_count >= _EVIDENCE:
             return not self._stale()

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -31,25 +32,29 @@ from tests.prefetch.test_landing import _Gate, _wait_for
 _PUT = datetime(2026, 1, 2, tzinfo=UTC)
 
 
-def _fork(child: Callable[[lander._Reporter, lander._Pipe, int], None]) -> tuple[lander.Lander, int]:
-    """A real child running ``child(reporter, pipe, commands_fd)``; the parent gets its Lander and
-    the write end of a pipe to send it one-byte commands."""
+Child = Callable[[lander._Reporter, lander._Pipe, int, int], None]
+
+
+def _fork(child: Child) -> tuple[lander.Lander, int]:
+    """A real child running ``child(reporter, pipe, control_fd, commands_fd)``: the test sends it
+    two-byte orders on the control pipe, its Lander sends commands on the other."""
     read_fd, write_fd = os.pipe()
     commands_read, commands_write = os.pipe()
+    control_read, control_write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         code = 1
         try:
-            os.close(read_fd)
-            os.close(commands_write)
+            for fd in (read_fd, commands_write, control_write):
+                os.close(fd)
             pipe = lander._Pipe(write_fd, threading.Event())
-            child(lander._Reporter(pipe), pipe, commands_read)
+            child(lander._Reporter(pipe), pipe, control_read, commands_read)
             code = 0
         finally:
             os._exit(code)
-    os.close(write_fd)
-    os.close(commands_read)
-    return lander.Lander(pid, read_fd), commands_write
+    for fd in (write_fd, commands_read, control_read):
+        os.close(fd)
+    return lander.Lander(pid, read_fd, commands_write), control_write
 
 
 def _ids(n: int) -> list[bytes]:
@@ -76,13 +81,13 @@ def test_the_child_s_messages_reach_the_parent_whole_and_in_order() -> None:
     ids = _ids(5000)  # more than one message of ids, and more than one pipe buffer
     manifest = encode(ids, "test")
 
-    def child(reporter: lander._Reporter, pipe: lander._Pipe, commands: int) -> None:
+    def child(reporter: lander._Reporter, pipe: lander._Pipe, control: int, commands: int) -> None:
         reporter.wanted(ids, manifest)
         for i in range(3):
             reporter.landed(ids[i], _entry(i), compute_ms=i)
         reporter.settled(ids[3], ABSENT)
         reporter.settled(ids[4], FETCH)
-        pipe.send(b"E", lander._END.pack(3, 12345))
+        pipe.send(b"E", lander._END.pack(3, 12345, 2))
 
     handle, _ = _fork(child)
     messages = list(handle.messages())
@@ -97,11 +102,11 @@ def test_the_child_s_messages_reach_the_parent_whole_and_in_order() -> None:
             ids[i], _entry(i).output_id, len(_body(i)), _PUT, i)
         assert entry.path == entry.output_id.hex()
     assert messages[7][1] == ids[3] and messages[8][1] == ids[4]
-    assert lander.end_counts(messages[9][1]) == (3, 12345)
+    assert lander.end_counts(messages[9][1]) == (3, 12345, 2)
 
 
 def test_stop_ends_a_child_that_is_still_at_work() -> None:
-    def child(reporter: lander._Reporter, pipe: lander._Pipe, commands: int) -> None:
+    def child(reporter: lander._Reporter, pipe: lander._Pipe, control: int, commands: int) -> None:
         reporter.wanted(_ids(2), b"")
         time.sleep(60)
 
@@ -115,17 +120,49 @@ def test_stop_ends_a_child_that_is_still_at_work() -> None:
     assert time.monotonic() - started < 5 and _reaped(handle.pid)
 
 
+def test_commands_after_the_child_is_gone_never_reach_a_reused_descriptor() -> None:
+    def child(reporter: lander._Reporter, pipe: lander._Pipe, control: int, commands: int) -> None:
+        reporter.wanted([], b"")
+
+    handle, _ = _fork(child)
+    assert [kind for kind, _ in handle.messages()] == [b"K"]
+    # Its descriptors are closed now; a socket or file opened next may get their numbers.
+    reused = [os.pipe() for _ in range(4)]
+    try:
+        handle.hold()
+        handle.want(_ids(1)[0])
+        handle.stop()
+        for read_end, _ in reused:
+            os.set_blocking(read_end, False)
+            with pytest.raises(BlockingIOError):
+                os.read(read_end, 64)
+    finally:
+        for fds in reused:
+            for fd in fds:
+                os.close(fd)
+
+
 class _Scripted:
     """A child that lists ``ids`` and then does what the test tells it: ``P`` + n writes entry n
-    into L1, ``L`` + n says it landed, ``A`` + n that it is absent; anything else ends it."""
+    into L1, ``L`` + n says it landed, ``A`` + n that it is absent; anything else ends it. Told to
+    hold, it says so (``T``); asked for an entry while holding, it lands it."""
 
     def __init__(self, ids: list[bytes], l1: L1) -> None:
         self.ids = ids
         self.l1 = l1
 
-    def __call__(self, reporter: lander._Reporter, pipe: lander._Pipe, commands: int) -> None:
+    def _obey(self, reporter: lander._Reporter, pipe: lander._Pipe, commands: int) -> None:
+        while len(command := os.read(commands, lander._COMMAND.size)) == lander._COMMAND.size:
+            kind, action_id = lander._COMMAND.unpack(command)
+            if kind == b"H":
+                pipe.send(b"T", b"hold\0told to hold")
+            elif kind == b"W":
+                reporter.landed(action_id, _entry(self.ids.index(action_id)), compute_ms=7)
+
+    def __call__(self, reporter: lander._Reporter, pipe: lander._Pipe, control: int, commands: int) -> None:
+        threading.Thread(target=self._obey, args=(reporter, pipe, commands), daemon=True).start()
         reporter.wanted(self.ids, encode(self.ids, "test"))
-        while len(command := os.read(commands, 2)) == 2 and command[:1] in b"PLA":
+        while len(command := os.read(control, 2)) == 2 and command[:1] in b"PLA":
             kind, n = command[:1], command[1]
             if kind == b"P":
                 self.l1.put(self.ids[n], _entry(n).output_id, _body(n), _PUT)
@@ -135,34 +172,41 @@ class _Scripted:
                 reporter.settled(self.ids[n], ABSENT)
 
 
+class _Parent(NamedTuple):
+    cache: Cache
+    child: lander.Lander
+    control: int  # orders to the scripted child
+    said: list[str]  # what the helper told a person
+
+
 @pytest.fixture
-def parent(tmp_path: Path) -> Iterator[Callable[[list[bytes]], tuple[Cache, lander.Lander, int]]]:
+def parent(tmp_path: Path) -> Iterator[Callable[[list[bytes]], _Parent]]:
     """A cache whose prefetch follows a scripted child."""
     caches: list[Cache] = []
 
-    def make(ids: list[bytes]) -> tuple[Cache, lander.Lander, int]:
+    def make(ids: list[bytes]) -> _Parent:
         l1 = L1(str(tmp_path / "l1"), 1 << 30)
-        handle, commands = _fork(_Scripted(ids, l1))
+        child, control = _fork(_Scripted(ids, l1))
         cfg = Config(url="http://gate.invalid", namespace="ns", dir=l1.root, read_only=True)
-        cache = Cache(cfg, l1, _Gate([]), Stats(), say=lambda message: None,  # type: ignore[arg-type]
-                      prefetch=PrefetchSettings(wait_seconds=5.0), key=CommandKey("k", "test"), lander=handle)
+        said: list[str] = []
+        cache = Cache(cfg, l1, _Gate([]), Stats(), say=said.append,  # type: ignore[arg-type]
+                      prefetch=PrefetchSettings(wait_seconds=5.0), key=CommandKey("k", "test"), lander=child)
         assert cache.prefetch is not None
         cache.prefetch.start()
         _wait_for(lambda: cache.prefetch is not None and cache.prefetch.wanted == len(ids), "the child's list")
         caches.append(cache)
-        return cache, handle, commands
+        return _Parent(cache, child, control, said)
 
     yield make
     for cache in caches:
         cache.close()
 
 
-def test_a_get_for_an_entry_on_its_way_waits_for_the_child_s_word(
-        parent: Callable[[list[bytes]], tuple[Cache, lander.Lander, int]]) -> None:
+def test_a_get_for_an_entry_on_its_way_waits_for_the_child_s_word(parent: Callable[[list[bytes]], _Parent]) -> None:
     ids = _ids(3)
-    cache, handle, commands = parent(ids)
+    cache, child, control, _ = parent(ids)
     # Landed before go asks: answered on the protocol loop, from the child's word alone.
-    os.write(commands, b"L\x00")
+    os.write(control, b"L\x00")
     _wait_for(lambda: cache.prefetch is not None and cache.prefetch.landed == 1, "the first entry")
     entry, ask_remote = cache.lookup(ids[0])
     assert entry is not None and not ask_remote and entry.output_id == _entry(0).output_id
@@ -170,7 +214,7 @@ def test_a_get_for_an_entry_on_its_way_waits_for_the_child_s_word(
 
     # On its way: the get waits off the loop, even once its files are in L1: the child's word
     # says it is whole (and the get counts as the prefetch's, not as a local hit).
-    os.write(commands, b"P\x01")
+    os.write(control, b"P\x01")
     _wait_for(lambda: cache.l1.get(ids[1]) is not None, "the second entry's files")
     assert cache.lookup(ids[1]) == (None, True)
     fetched: list[L1Entry | None] = []
@@ -178,35 +222,40 @@ def test_a_get_for_an_entry_on_its_way_waits_for_the_child_s_word(
     waiting.start()
     time.sleep(0.1)
     assert waiting.is_alive()
-    os.write(commands, b"L\x01")
+    os.write(control, b"L\x01")
     waiting.join(5)
     assert fetched and fetched[0] is not None and fetched[0].output_id == _entry(1).output_id
 
     # Absent: a miss at once, without asking the gate.
-    os.write(commands, b"A\x02")
+    os.write(control, b"A\x02")
     assert cache.lookup(ids[2]) == (None, True)
     assert cache.fetch(ids[2]) is None
     gate = cache.remote
     assert isinstance(gate, _Gate) and gate.gets == []
     cache.close()
-    assert _reaped(handle.pid)
+    assert _reaped(child.pid)
     s = cache.stats.snapshot()
     assert s["prefetch_hits"] == 2 and s["remote_hits"] == 2 and s["misses"] == 1 and s["local_hits"] == 0, s
 
 
-def test_gets_that_show_the_manifest_stale_stop_the_child(
-        parent: Callable[[list[bytes]], tuple[Cache, lander.Lander, int]]) -> None:
+def test_gets_that_show_the_manifest_stale_make_the_child_land_only_what_go_asks_for(
+        parent: Callable[[list[bytes]], _Parent]) -> None:
     ids = _ids(40)
-    cache, handle, _ = parent(ids)
-    assert cache.prefetch is not None
-    waiting = threading.Thread(target=lambda: cache.fetch(ids[0]))
-    assert cache.lookup(ids[0]) == (None, True)  # listed, on its way
+    cache, child, _, said = parent(ids)
+    fetched: list[L1Entry | None] = []
+    assert cache.lookup(ids[0]) == (None, True)  # listed, on its way: a get waits for it
+    waiting = threading.Thread(target=lambda: fetched.append(cache.fetch(ids[0])))
     waiting.start()
     for _ in range(_EVIDENCE):  # go asks for what the manifest does not list
         assert cache.lookup(os.urandom(32)) == (None, True)
-    # The child is told to stop; once it is gone, what it did not land is fetched entry by entry.
-    _wait_for(lambda: _reaped(handle.pid), "the child to stop")
+    # The child is told to hold, and asked for the entry the get waits for: it lands that one.
     waiting.join(5)
-    assert not waiting.is_alive()
+    assert fetched and fetched[0] is not None and fetched[0].output_id == _entry(0).output_id
+    assert "told to hold" in said
+    # A later get for a listed entry asks the child for it too.
+    assert cache.lookup(ids[1]) == (None, True)
+    entry = cache.fetch(ids[1])
+    assert entry is not None and entry.output_id == _entry(1).output_id
     gate = cache.remote
-    assert isinstance(gate, _Gate) and ids[0].hex() in gate.gets
+    assert isinstance(gate, _Gate) and gate.gets == []  # none went to the gate alone
+    assert not _reaped(child.pid)  # the child goes on holding the rest
