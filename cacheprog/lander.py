@@ -280,6 +280,8 @@ def _child(cfg: Config, settings: PrefetchSettings, go_pid: int, fd: int, comman
     while not prefetch.finish(0.05):
         if gone.is_set():
             prefetch.stop()
+    while prefetch.holding and not prefetch.stopped and not gone.is_set():
+        gone.wait(0.05)  # held for the parent's gets (``_obey``) until it closes: it stops us then
     prefetch.close()
     counts = stats.snapshot()
     pipe.send(b"E", _END.pack(counts["prefetched"], counts["prefetch_bytes"], counts["prefetch_wasted"]))

@@ -397,6 +397,16 @@ class Prefetch:
         return landed
 
     @property
+    def holding(self) -> int:
+        """Entries received and held in memory, not landed (yet)."""
+        with self._lock:
+            return len(self._holding)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    @property
     def wanted(self) -> int:
         """Entries of the manifest asked from the gate (the rest were in L1): one slot each."""
         with self._lock:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from cacheprog import warming
-from cacheprog.manifest import decode
+from cacheprog.manifest import decode, encode
 from tests.emulator import Emulator, start_emulator
 from tests.gate.conftest import token_config
 from tests.gatefixture import GateProcess, start_gate
@@ -190,6 +190,25 @@ def test_a_stale_manifest_still_builds_the_new_code(setup: Setup) -> None:
     assert s["prefetched"] > 0 and s["prefetch_wasted"] > 0 and s["misses"] > 0, s  # lib0 and main changed
     out = subprocess.run([str(reader.root / "app")], capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[0] == "HELLO?"
+
+
+def test_a_stale_manifest_s_listed_entries_still_come_from_the_stream(setup: Setup) -> None:
+    (data,) = setup.manifests().values()
+    ids = decode(data).ids
+    stale = [os.urandom(32) if i % 2 else action for i, action in enumerate(ids)]  # half: never asked for
+    request = urllib.request.Request(f"{setup.gate.url}/v1/ns/{NS}/manifests/stale-half", method="PUT",
+                                     data=encode(stale, "test: half stale"),
+                                     headers={"Authorization": "Bearer writer-token"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 204
+    for env in ({}, {"GOCACHEGATE_PREFETCH_PROCESS": "0"}):
+        reader = setup.machine("reader-token", GOCACHEGATE_MANIFEST_KEY="stale-half", **env)
+        s = setup.build(reader, setup.checkout(f"job-stale-{len(env)}")).stats
+        # go's gets showed the manifest stale early on; the entries it lists and go asks for were
+        # still landed from the stream when asked for, not fetched again one by one.
+        assert s["remote_hits"] >= 0.9 * s["gets"] and s["remote_errors"] == 0, (env, s)
+        assert s["prefetch_hits"] >= 0.4 * s["gets"], (env, s)
+        assert s["remote_hits"] - s["prefetch_hits"] <= 0.6 * s["gets"], (env, s)
 
 
 def _warm(machine: Machine, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
