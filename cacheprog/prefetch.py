@@ -306,7 +306,9 @@ class Prefetch:
         self._in_flight = 0  # taken by the landers, not landed yet
         self._landing = 0  # lander threads at work
         self._lander_holds = False  # the child was told to land only what go asks for
-        self._ahead = settings.ahead  # land every entry as it arrives (until told otherwise: ``hold``)
+        #: Land ahead of go: True, every entry as it arrives (``ahead``); False, only what a get asks
+        #: for (``hold``); None, while go's gets show it pays (``_ahead_pays``).
+        self._ahead: bool | None = True if settings.ahead else None
         self._asked_count = 0  # entries L1 lacked that go asked for once the manifest was known
         self._listed_count = 0  # ... and that were in the manifest
         self._stop = threading.Event()
@@ -521,6 +523,8 @@ class Prefetch:
                         slot.landed = ARRIVED
                         self._landed[action_id] = (entry, compute_ms)
                         self.landed += 1
+                if slot is None:  # go asked for it before the child's list came: its get fetched it
+                    self._stats.add(prefetch_wasted=1)
                 self._settle(action_id, ARRIVED)
             elif kind in (b"A", b"F"):
                 self._settle(payload, ABSENT if kind == b"A" else FETCH)
@@ -646,13 +650,13 @@ class Prefetch:
         parent found the manifest stale (``lander.py``)."""
         with self._lock:
             self._ahead = False
-            self._asked_count, self._listed_count = _EVIDENCE, 0  # the evidence, as the parent saw it
 
     def _ahead_pays(self) -> bool:
         """Whether to land ahead of go (called under the lock): the manifest proved right, or too
-        little is known yet and only a few entries are landed ahead; always when nobody asks."""
-        if self._ahead:
-            return True
+        little is known yet and only a few entries are landed ahead; always when nobody asks, never
+        once told to hold."""
+        if self._ahead is not None:
+            return self._ahead
         if self._asked_count >= _EVIDENCE:
             return not self._stale()
         return len(self._landed) + self._in_flight < _LEAD

@@ -143,13 +143,15 @@ def test_commands_after_the_child_is_gone_never_reach_a_reused_descriptor() -> N
 
 
 class _Scripted:
-    """A child that lists ``ids`` and then does what the test tells it: ``P`` + n writes entry n
-    into L1, ``L`` + n says it landed, ``A`` + n that it is absent; anything else ends it. Told to
-    hold, it says so (``T``); asked for an entry while holding, it lands it."""
+    """A child that lists ``ids`` (at once, or when told ``I``) and then does what the test tells
+    it: ``P`` + n writes entry n into L1, ``L`` + n says it landed, ``A`` + n that it is absent;
+    anything else ends it. Told to hold, it says so (``T``); asked for an entry while holding, it
+    lands it."""
 
-    def __init__(self, ids: list[bytes], l1: L1) -> None:
+    def __init__(self, ids: list[bytes], l1: L1, *, list_at_once: bool = True) -> None:
         self.ids = ids
         self.l1 = l1
+        self.list_at_once = list_at_once
 
     def _obey(self, reporter: lander._Reporter, pipe: lander._Pipe, commands: int) -> None:
         while len(command := os.read(commands, lander._COMMAND.size)) == lander._COMMAND.size:
@@ -161,10 +163,13 @@ class _Scripted:
 
     def __call__(self, reporter: lander._Reporter, pipe: lander._Pipe, control: int, commands: int) -> None:
         threading.Thread(target=self._obey, args=(reporter, pipe, commands), daemon=True).start()
-        reporter.wanted(self.ids, encode(self.ids, "test"))
-        while len(command := os.read(control, 2)) == 2 and command[:1] in b"PLA":
+        if self.list_at_once:
+            reporter.wanted(self.ids, encode(self.ids, "test"))
+        while len(command := os.read(control, 2)) == 2 and command[:1] in b"IPLA":
             kind, n = command[:1], command[1]
-            if kind == b"P":
+            if kind == b"I":
+                reporter.wanted(self.ids, encode(self.ids, "test"))
+            elif kind == b"P":
                 self.l1.put(self.ids[n], _entry(n).output_id, _body(n), _PUT)
             elif kind == b"L":
                 reporter.landed(self.ids[n], _entry(n), compute_ms=7)
@@ -259,3 +264,28 @@ def test_gets_that_show_the_manifest_stale_make_the_child_land_only_what_go_asks
     gate = cache.remote
     assert isinstance(gate, _Gate) and gate.gets == []  # none went to the gate alone
     assert not _reaped(child.pid)  # the child goes on holding the rest
+
+
+def test_an_entry_go_fetched_before_the_child_s_list_came_is_counted_wasted_once_the_child_lands_it(
+        tmp_path: Path) -> None:
+    ids = _ids(2)
+    l1 = L1(str(tmp_path / "l1"), 1 << 30)
+    child, control = _fork(_Scripted(ids, l1, list_at_once=False))
+    cfg = Config(url="http://gate.invalid", namespace="ns", dir=l1.root, read_only=True)
+    cache = Cache(cfg, l1, _Gate([]), Stats(), say=lambda message: None,  # type: ignore[arg-type]
+                  prefetch=PrefetchSettings(wait_seconds=5.0), key=CommandKey("k", "test"), lander=child)
+    try:
+        assert cache.prefetch is not None
+        cache.prefetch.start()
+        assert cache.lookup(ids[0]) == (None, True)  # before the list: the get asks the gate itself
+        assert cache.fetch(ids[0]) is None
+        os.write(control, b"I\x00")
+        _wait_for(lambda: cache.prefetch is not None and cache.prefetch.wanted == 1, "the child's list")
+        os.write(control, b"L\x00L\x01")  # the child landed both: the first for nobody
+        _wait_for(lambda: cache.prefetch is not None and cache.prefetch.landed == 1, "the second entry")
+        entry, ask_remote = cache.lookup(ids[1])
+        assert entry is not None and not ask_remote
+    finally:
+        cache.close()
+    s = cache.stats.snapshot()
+    assert s["prefetch_wasted"] == 1 and s["prefetch_hits"] == 1, s
