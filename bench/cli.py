@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     header: dict[str, object] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "mode": "quick" if args.quick else "full",
-        "repetitions": ctx.reps,
+        "repetitions": ctx.reps if args.quick else f"{ctx.reps}; prefetch, gate local: {prefetch.LOCAL_REPS}",
         "scenarios": ", ".join(names),
         "wall time": f"{time.monotonic() - started:.0f} s",
         # Other work on the machine shows here: the figures are ratios because of it.
