@@ -287,5 +287,6 @@ def test_an_entry_go_fetched_before_the_child_s_list_came_is_counted_wasted_once
         assert entry is not None and not ask_remote
     finally:
         cache.close()
+        os.close(control)
     s = cache.stats.snapshot()
     assert s["prefetch_wasted"] == 1 and s["prefetch_hits"] == 1, s
