@@ -10,8 +10,9 @@ parent answers go and settles its waiting gets from those messages (``Prefetch._
 
 The child owns no part of go's protocol: its stdin, stdout and stderr are /dev/null from the
 start (go waits for the helper's stdout to close). It stops when the stream ends, when the parent
-says so (SIGTERM: at close, or when go's gets show the manifest is stale), and when the parent is
-gone (its next message cannot be written). Anything it would tell a person goes to the parent,
+says so (SIGTERM, at its close), and when the parent is
+gone (its next message cannot be written); once stopped, it exits within ``_STOP_GRACE_S`` even
+while a request to the gate hangs. Anything it would tell a person goes to the parent,
 which says it once. Without ``os.fork`` (Windows) or with ``GOCACHEGATE_PREFETCH_PROCESS=0`` the
 landing runs in the helper's threads instead.
 
@@ -44,6 +45,7 @@ import signal
 import struct
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
@@ -59,6 +61,11 @@ _HEADER = struct.Struct(">cI")
 _LANDED = struct.Struct(">32s32sQqq")
 _END = struct.Struct(">QQQ")
 _COMMAND = struct.Struct(">c32s")
+#: How long a stopped child may take to finish what it is landing before it exits regardless. A
+#: stop cuts the stream at once, but not a manifest request to a slow gate, which could otherwise
+#: keep the child (and the landing lock) past go's close for the remote timeout, and the helper's
+#: close waiting for it.
+_STOP_GRACE_S = 0.5
 _IDS_PER_MESSAGE = 2048
 _WANT_THREADS = 8
 
@@ -277,9 +284,14 @@ def _child(cfg: Config, settings: PrefetchSettings, go_pid: int, fd: int, comman
     signal.signal(signal.SIGTERM, lambda signum, frame: prefetch.stop())
     threading.Thread(target=_obey, args=(commands, prefetch, gone), name="commands", daemon=True).start()
     prefetch.start()
+    stopped_at = None
     while not prefetch.finish(0.05):
         if gone.is_set():
             prefetch.stop()
+        if prefetch.stopped:
+            stopped_at = stopped_at or time.monotonic()
+            if time.monotonic() - stopped_at > _STOP_GRACE_S:
+                return  # stuck in a request a stop cannot cut short (the manifest's): exit, lock and all
     while prefetch.holding and not prefetch.stopped and not gone.is_set():
         gone.wait(0.05)  # held for the parent's gets (``_obey``) until it closes: it stops us then
     prefetch.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from typing import NamedTuple
 
 import pytest
 
-from cacheprog import lander
+from cacheprog import lander, warming
 from cacheprog.cache import Cache
 from cacheprog.config import Config
 from cacheprog.l1 import L1, L1Entry
@@ -290,3 +291,29 @@ def test_an_entry_go_fetched_before_the_child_s_list_came_is_counted_wasted_once
         os.close(control)
     s = cache.stats.snapshot()
     assert s["prefetch_wasted"] == 1 and s["prefetch_hits"] == 1, s
+
+
+def test_a_stopped_child_exits_and_frees_the_landing_lock_even_while_its_manifest_request_hangs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, and never answers
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(silent.accept()[0]), daemon=True).start()
+    monkeypatch.setenv("GOCACHEGATE_MANIFEST_KEY", "hanging")
+    cfg = Config(url=f"http://127.0.0.1:{silent.getsockname()[1]}", namespace="ns", dir=str(tmp_path / "l1"),
+                 read_only=True, timeout=30.0)
+    handle = lander.start(cfg, PrefetchSettings())
+    assert handle is not None
+    try:
+        _wait_for(lambda: bool(held), "the child's manifest request")
+        assert warming.hold(cfg.dir, "hanging") is None  # the child holds the landing lock
+        started = time.monotonic()
+        handle.stop()
+        assert list(handle.messages()) == []  # nothing to say: it never had a manifest
+        assert time.monotonic() - started < 3, "the child waited for its request to time out"
+        lock = warming.hold(cfg.dir, "hanging")
+        assert lock is not None
+        lock.close()
+    finally:
+        silent.close()
+        for conn in held:
+            conn.close()
