@@ -91,6 +91,8 @@ _FRESH = 0.75
 _LEAD = 64
 #: How often a helper that follows a warm looks in L1 for the entries its gets wait for.
 _FOLLOW_POLL_S = 0.002
+#: How long close waits for a prefetch that has no stream open yet (a follower stops within a poll).
+_UNSTARTED_JOIN_S = 0.1
 
 
 #: ``Cache.in_store``: a write into L1 (or the scratch directory), tried there again or not.
@@ -434,7 +436,10 @@ class Prefetch:
         if self._lander is not None:
             self._lander.stop()
         if self._thread is not None:
-            self._thread.join(2.0)
+            # With a stream (or a child) open, let what is landing finish. Before it, the thread is in a
+            # request a stop cannot cut short (a slow gate's answer to the manifest request): go's
+            # close does not wait for that; the thread dies with the process.
+            self._thread.join(2.0 if self._stream is not None or self._lander is not None else _UNSTARTED_JOIN_S)
         with self._lock:
             held = [slot for slot in self._slots.values() if slot.held is not None]
             for slot in held:

@@ -302,3 +302,34 @@ def test_a_get_waits_for_its_entry_on_the_stream_and_no_longer_than_wait_seconds
     cache.close()
     s = cache.stats.snapshot()
     assert s["prefetch_hits"] == 2 and s["misses"] == 1 and s["prefetched"] == 2, s
+
+
+class _SilentGate(_Gate):
+    """A gate that never answers the manifest request (until the test ends)."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.asked = threading.Event()
+        self.release = threading.Event()
+
+    def get_manifest(self, key: str) -> bytes:
+        self.asked.set()
+        self.release.wait(30)
+        return super().get_manifest(key)
+
+
+def test_close_does_not_wait_for_a_manifest_request_the_gate_never_answers(tmp_path: Path) -> None:
+    l1 = L1(str(tmp_path / "l1"), 1 << 30)
+    gate = _SilentGate()
+    cfg = Config(url="http://gate.invalid", namespace="ns", dir=l1.root, read_only=True)
+    cache = Cache(cfg, l1, gate, Stats(), say=lambda message: None,  # type: ignore[arg-type]
+                  prefetch=PrefetchSettings(), key=CommandKey("test-key", "test"))
+    assert cache.prefetch is not None
+    cache.prefetch.start()
+    try:
+        _wait_for(gate.asked.is_set, "the manifest request")
+        started = time.monotonic()
+        cache.close()
+        assert time.monotonic() - started < 1, "close waited for the manifest request"
+    finally:
+        gate.release.set()
