@@ -10,11 +10,11 @@ parent answers go and settles its waiting gets from those messages (``Prefetch._
 
 The child owns no part of go's protocol: its stdin, stdout and stderr are /dev/null from the
 start (go waits for the helper's stdout to close). It stops when the stream ends, when the parent
-says so (SIGTERM, at its close), and when the parent is
-gone (its next message cannot be written); once stopped, it exits within ``_STOP_GRACE_S`` even
-while a request to the gate hangs. Anything it would tell a person goes to the parent,
-which says it once. Without ``os.fork`` (Windows) or with ``GOCACHEGATE_PREFETCH_PROCESS=0`` the
-landing runs in the helper's threads instead.
+says so (SIGTERM, at its close), and when the parent is gone (its next message cannot be
+written); once stopped, it exits within ``_STOP_GRACE_S`` even while a request to the gate hangs.
+Anything it would tell a person goes to the parent, which says it once. Without ``os.fork``
+(Windows) or with ``GOCACHEGATE_PREFETCH_PROCESS=0`` the landing runs in the helper's threads
+instead.
 
 Messages, child to parent: ``kind(1) length(u32) payload``:
 
