@@ -186,26 +186,31 @@ class _Parent(NamedTuple):
 
 
 @pytest.fixture
-def parent(tmp_path: Path) -> Iterator[Callable[[list[bytes]], _Parent]]:
-    """A cache whose prefetch follows a scripted child."""
+def parent(tmp_path: Path) -> Iterator[Callable[..., _Parent]]:
+    """A cache whose prefetch follows a scripted child (``list_at_once``: see ``_Scripted``)."""
     caches: list[Cache] = []
+    controls: list[int] = []
 
-    def make(ids: list[bytes]) -> _Parent:
+    def make(ids: list[bytes], *, list_at_once: bool = True) -> _Parent:
         l1 = L1(str(tmp_path / "l1"), 1 << 30)
-        child, control = _fork(_Scripted(ids, l1))
+        child, control = _fork(_Scripted(ids, l1, list_at_once=list_at_once))
+        controls.append(control)
         cfg = Config(url="http://gate.invalid", namespace="ns", dir=l1.root, read_only=True)
         said: list[str] = []
         cache = Cache(cfg, l1, _Gate([]), Stats(), say=said.append,  # type: ignore[arg-type]
                       prefetch=PrefetchSettings(wait_seconds=5.0), key=CommandKey("k", "test"), lander=child)
         assert cache.prefetch is not None
         cache.prefetch.start()
-        _wait_for(lambda: cache.prefetch is not None and cache.prefetch.wanted == len(ids), "the child's list")
+        if list_at_once:
+            _wait_for(lambda: cache.prefetch is not None and cache.prefetch.wanted == len(ids), "the child's list")
         caches.append(cache)
         return _Parent(cache, child, control, said)
 
     yield make
     for cache in caches:
         cache.close()
+    for control in controls:
+        os.close(control)
 
 
 def test_a_get_for_an_entry_on_its_way_waits_for_the_child_s_word(parent: Callable[[list[bytes]], _Parent]) -> None:
@@ -268,27 +273,18 @@ def test_gets_that_show_the_manifest_stale_make_the_child_land_only_what_go_asks
 
 
 def test_an_entry_go_fetched_before_the_child_s_list_came_is_counted_wasted_once_the_child_lands_it(
-        tmp_path: Path) -> None:
+        parent: Callable[..., _Parent]) -> None:
     ids = _ids(2)
-    l1 = L1(str(tmp_path / "l1"), 1 << 30)
-    child, control = _fork(_Scripted(ids, l1, list_at_once=False))
-    cfg = Config(url="http://gate.invalid", namespace="ns", dir=l1.root, read_only=True)
-    cache = Cache(cfg, l1, _Gate([]), Stats(), say=lambda message: None,  # type: ignore[arg-type]
-                  prefetch=PrefetchSettings(wait_seconds=5.0), key=CommandKey("k", "test"), lander=child)
-    try:
-        assert cache.prefetch is not None
-        cache.prefetch.start()
-        assert cache.lookup(ids[0]) == (None, True)  # before the list: the get asks the gate itself
-        assert cache.fetch(ids[0]) is None
-        os.write(control, b"I\x00")
-        _wait_for(lambda: cache.prefetch is not None and cache.prefetch.wanted == 1, "the child's list")
-        os.write(control, b"L\x00L\x01")  # the child landed both: the first for nobody
-        _wait_for(lambda: cache.prefetch is not None and cache.prefetch.landed == 1, "the second entry")
-        entry, ask_remote = cache.lookup(ids[1])
-        assert entry is not None and not ask_remote
-    finally:
-        cache.close()
-        os.close(control)
+    cache, _, control, _ = parent(ids, list_at_once=False)
+    assert cache.lookup(ids[0]) == (None, True)  # before the list: the get asks the gate itself
+    assert cache.fetch(ids[0]) is None
+    os.write(control, b"I\x00")
+    _wait_for(lambda: cache.prefetch is not None and cache.prefetch.wanted == 1, "the child's list")
+    os.write(control, b"L\x00L\x01")  # the child landed both: the first for nobody
+    _wait_for(lambda: cache.prefetch is not None and cache.prefetch.landed == 1, "the second entry")
+    entry, ask_remote = cache.lookup(ids[1])
+    assert entry is not None and not ask_remote
+    cache.close()
     s = cache.stats.snapshot()
     assert s["prefetch_wasted"] == 1 and s["prefetch_hits"] == 1, s
 
