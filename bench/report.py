@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,7 +26,33 @@ def machine() -> dict[str, object]:
         pass
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return {"cpus": os.cpu_count(), "cpu": model, "memory_gib": round(memory / 2**30, 1),
-            "os": platform.platform(), "python": platform.python_version()}
+            "os": platform.platform(), "python": platform.python_version(),
+            "disk": filesystem(tempfile.gettempdir())}
+
+
+def filesystem(path: str) -> str:
+    """The filesystem the disk rows ran on (the runs' directories are under ``TMPDIR``): its type,
+    device and mount point, and for ext4 whether it keeps a journal. Without one, ext4 skips every
+    inode freed in the last minute when it makes a file, one at a time, and a fresh L1 made right
+    after the previous run's was deleted costs several times the CPU (bench/RESULTS.md)."""
+    path = os.path.realpath(path)
+    try:
+        mounts = [line.split()[:3] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    except OSError:
+        return "unknown"
+    holding = [(device, mount.replace("\\040", " "), kind) for device, mount, kind in mounts
+               if path == mount or path.startswith(mount.rstrip("/") + "/")]
+    if not holding:
+        return "unknown"
+    device, mount, kind = max(holding, key=lambda m: len(m[1]))  # the innermost mount
+    text = f"{kind} ({device} on {mount})"
+    if kind == "ext4":
+        try:
+            task = Path(f"/sys/fs/ext4/{os.path.basename(device)}/journal_task").read_text().strip()
+        except OSError:
+            return text
+        text += ", no journal" if task == "<none>" else ", journal"
+    return text
 
 
 def _value(series: Series | None) -> str:

@@ -7,8 +7,10 @@ checks the harness measures and reports, not the figures (those are noise on a s
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -40,6 +42,9 @@ def test_quick_l1_warm_measures_every_case(tmp_path: Path) -> None:
     assert all(row["target"] == "<= 1.25" and isinstance(row["met"], bool) for row in builds)
     assert all(row["notes"]["local_hits"] == row["notes"]["gets"] > 0 for row in builds), builds
     assert document["versions"]["go"].startswith("go1.")
+    disk = document["machine"]["disk"]  # the filesystem the disk rows ran on: TMPDIR's
+    mount = disk.split(" on ", 1)[1].split(")", 1)[0]
+    assert os.path.realpath(tempfile.gettempdir()).startswith(mount), disk
     table = proc.stdout
     assert "| l1-warm | go build (hello world): helper, L1 only |" in table
     assert "- mode: quick" in table
