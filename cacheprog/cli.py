@@ -41,6 +41,8 @@ def _no_go(args: list[str]) -> int:
 
 
 def _serve(args: list[str]) -> int:
+    import gc
+
     from .cache import Cache
     from .config import Config, ConfigError, default_dir, load_config
     from .l1 import L1
@@ -57,6 +59,11 @@ def _serve(args: list[str]) -> int:
                      dir=os.environ.get("GOCACHEGATE_DIR") or default_dir(os.environ))
     l1 = L1(cfg.dir, cfg.l1_max_bytes)
     prefetch = _prefetch_settings() if cfg.url is not None else None
+    # What is made by now (modules, classes) lives as long as the process: out of every collection.
+    # A full collection would walk all of it, and in the lander's child write to every page it sits
+    # on, copying the parent's heap page by page (the use the gc docs give, right before a fork).
+    # std remote-warm: 2% less wall time, two series of 50-60 pairs (bench/RESULTS.md).
+    gc.freeze()
     lander = None
     if prefetch is not None and prefetch.enabled:
         from .lander import start  # forks: before any thread
