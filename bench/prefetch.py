@@ -17,9 +17,10 @@ Rows and the issue's targets:
 - no added latency (local backend): prefetch against native warm (a warm GOCACHE), within 3x;
   once with every machine on the bench's disk, once with the L1 (and the native GOCACHE it is
   compared with) on tmpfs, as in a pod whose cache ``emptyDir`` has ``medium: Memory``. A fresh
-  L1 means creating a file per entry (2,136 for std), and on a disk where many files were just
-  deleted ext4 spends up to a millisecond of CPU per creation (``recently_deleted``, seen with
-  perf): the two rows show what the disk costs and what the prefetch does.
+  L1 means creating a file per entry (2,136 for std), and on an ext4 without a journal where many
+  files were just deleted, each creation costs up to a millisecond of CPU (``recently_deleted``,
+  seen with perf; the header's ``machine.disk`` says which filesystem ``TMPDIR`` is on): the two
+  rows show what the disk costs and what the prefetch does.
 - overhead, no added latency: a command without a manifest (a new key), and one whose manifest
   is stale (half its ids replaced by entries of the other step, which exist but are not needed:
   the prefetch downloads them for nothing, and the ids it lost are fetched one by one), each
