@@ -15,7 +15,8 @@ after ``--``. ``--key`` or ``GOCACHEGATE_MANIFEST_KEY`` names a key instead.
 
 While it lands, it holds a lock in the L1 directory (``warming.py``): a go command with the same
 key that starts meanwhile lets it finish the landing instead of streaming the same entries again,
-and a second warm of the same key leaves the landing to the first.
+and a warm that finds the lock held (by another warm, or by the landing of a go command's helper
+with the same key) leaves the landing to that one.
 
 Like the helper, it never fails a job over the remote side. A missing manifest, a gate that is
 down or a corrupt entry is reported in a line on stderr, with exit status 0. Only a usage error
@@ -123,7 +124,8 @@ def _land(cfg: Config, key: CommandKey, settings: PrefetchSettings) -> None:
         _say(f"cannot use the local cache {cfg.dir}: {exc.strerror or exc}")
         return
     if lock is None:
-        _say(f"manifest {name}: another gocacheprog warm is landing it into {cfg.dir}; leaving it to that one")
+        _say(f"manifest {name}: another process is landing it into {cfg.dir} (a gocacheprog warm, or the "
+             f"helper of a go command with this key); leaving it to that one")
         return
     try:
         _land_held(cfg, key, settings, name)

@@ -327,7 +327,7 @@ def test_a_second_warm_of_a_key_leaves_the_landing_to_the_first(setup: Setup) ->
         done = _warm(reader, "--key", key, cwd=setup.repo)
     finally:
         lock.close()
-    assert done.returncode == 0 and "another gocacheprog warm is landing it" in done.stderr, done.stderr
+    assert done.returncode == 0 and "another process is landing it" in done.stderr, done.stderr
     assert len(done.stderr.splitlines()) == 1
     assert not list(reader.l1.glob("*/*-d"))
 
