@@ -291,7 +291,8 @@ def _child(cfg: Config, settings: PrefetchSettings, go_pid: int, fd: int, comman
         if prefetch.stopped:
             stopped_at = stopped_at or time.monotonic()
             if time.monotonic() - stopped_at > _STOP_GRACE_S:
-                return  # stuck in a request a stop cannot cut short (the manifest's): exit, lock and all
+                lock.close()  # stuck in a request a stop cannot cut short (the manifest's): exit without it
+                return
     while prefetch.holding and not prefetch.stopped and not gone.is_set():
         gone.wait(0.05)  # held for the parent's gets (``_obey``) until it closes: it stops us then
     prefetch.close()

@@ -9,11 +9,15 @@ with std, a warm started together with the build took the build to 3.75x native 
 build's helper prefetched as well, and to 3.10x when it followed the warm (docs/prefetch.md).
 
 The lock goes with the process: a warm that stops or dies releases it, and the gets still waiting
-then ask the gate themselves.
+then ask the gate themselves. A landing that ends removes its lock file before it lets go of it, so
+an L1 that outlives many commands (a developer's, a node's) does not keep a file per key for ever.
+A process that opened the file just before it was removed would lock a file nobody else can find:
+``hold`` checks that the file it locked is still the one at the path, and opens it again if not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -26,12 +30,16 @@ def _path(root: str, key: str) -> str:
 
 
 class Landing:
-    """The lock of the process that lands a key; ``close`` (or the process's exit) releases it."""
+    """The lock of the process that lands a key; ``close`` removes the lock file and releases the
+    lock (the process's exit releases it too, and leaves the file for the next holder)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, path: str) -> None:
         self._fd = fd
+        self._path = path
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):  # still holding the lock: whoever opens the path now makes a new file
+            os.unlink(self._path)
         os.close(self._fd)
 
 
@@ -39,20 +47,39 @@ def hold(root: str, key: str) -> Landing | None:
     """Take the lock for landing ``key`` into the L1 at ``root``; None when another process holds
     it. Raises OSError when the lock file cannot be made."""
     os.makedirs(root, exist_ok=True)
-    fd = os.open(_path(root, key), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    path = _path(root, key)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _same_file(fd, path):
+                return Landing(fd, path)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # its holder removed it after we opened it: lock the file at the path now
+
+
+def _same_file(fd: int, path: str) -> bool:
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    except BaseException:
-        os.close(fd)
-        raise
-    return Landing(fd)
+        at_path = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (at_path.st_dev, at_path.st_ino)
 
 
-class Watch(Landing):
+class Watch:
     """Another process's landing of a key, seen from outside; ``close`` lets go of the lock file."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def close(self) -> None:
+        os.close(self._fd)
 
     def active(self) -> bool:
         """Whether that process still holds its lock."""

@@ -6,7 +6,6 @@ build that starts while a warm still lands follows it instead of streaming the s
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -159,14 +158,8 @@ def test_the_landing_child_is_gone_with_go_and_leaves_no_lock_or_temp_file(setup
     reader = setup.machine("reader-token")
     s = setup.build(reader, setup.checkout("job4")).stats
     assert s["prefetch_hits"] >= 0.9 * s["remote_hits"] > 0, s
-    locks = list(reader.l1.glob("warming-*.lock"))
-    assert locks  # the child took the landing lock ...
-    for path in locks:  # ... and let it go before go returned
-        fd = os.open(path, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        finally:
-            os.close(fd)
+    assert s["prefetched"] > 0  # the child landed the manifest, holding the landing lock ...
+    assert not list(reader.l1.glob("warming-*.lock"))  # ... and removed it before go returned
     assert not list(reader.l1.glob("*/.tmp-*"))
 
 
@@ -175,7 +168,7 @@ def test_without_a_child_process_the_helper_s_threads_land_the_manifest(setup: S
     s = setup.build(reader, setup.checkout("job5")).stats
     assert s["prefetched"] > 0 and s["local_hits"] == 0 and s["remote_hits"] >= 0.9 * s["gets"], s
     assert s["prefetch_hits"] >= 0.9 * s["remote_hits"], s
-    assert not list(reader.l1.glob("warming-*.lock"))  # no child: nobody took the landing lock
+    assert not list(reader.l1.glob("warming-*.lock"))
 
 
 def test_without_a_manifest_the_build_goes_the_normal_way(setup: Setup) -> None:

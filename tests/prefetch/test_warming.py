@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 from cacheprog import warming
 
@@ -32,7 +34,35 @@ def test_a_watch_sees_the_landing_until_it_ends(tmp_path: Path) -> None:
     held.close()
     assert not seen.active()
     seen.close()
-    assert warming.watch(root, "k") is None  # the file stays, unlocked
+    assert warming.watch(root, "k") is None
+    assert not list(Path(root).glob("warming-*.lock"))  # the landing that ended took its file along
+
+
+def test_a_lock_file_removed_under_an_opener_is_not_held_in_secret(tmp_path: Path) -> None:
+    """B opens the lock file, A's landing ends and removes it, then B locks what it opened: B must
+    lock the file at the path instead, or C, opening the path afresh, would land beside B."""
+    root = str(tmp_path / "l1")
+    first = warming.hold(root, "k")
+    assert first is not None
+    path = next(Path(root).glob("warming-*.lock"))
+    real_open = os.open
+    opened: list[str] = []
+
+    def open_then_first_ends(file: str, flags: int, mode: int = 0o777) -> int:
+        fd = real_open(file, flags, mode)
+        if file == str(path) and not opened:
+            opened.append(file)
+            first.close()  # between B's open and its flock
+        return fd
+
+    with mock.patch("cacheprog.warming.os.open", open_then_first_ends):
+        second = warming.hold(root, "k")
+    assert opened and second is not None
+    assert warming.hold(root, "k") is None  # the file at the path is the one B holds
+    seen = warming.watch(root, "k")
+    assert seen is not None and seen.active()
+    seen.close()
+    second.close()
 
 
 def test_the_lock_goes_with_its_process(tmp_path: Path) -> None:
