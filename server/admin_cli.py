@@ -5,6 +5,9 @@
     gocachegate admin show NS ACTION
     gocachegate admin rm NS ACTION
     gocachegate admin purge [--ns NS] [--older-than 7d] [--prefix HEX] [--dry-run]
+    gocachegate admin manifests [--ns NS] [--limit N]
+    gocachegate admin show-manifest NS KEY
+    gocachegate admin rm-manifest NS KEY
     gocachegate admin usage [--since 7d] [--until now] [--group-by namespace,job]
     gocachegate admin cost-report [--since 30d] [--group-by namespace|job] [--format json|csv|markdown|html] [-o FILE]
     gocachegate admin compact-usage [--older-than 7d]
@@ -125,6 +128,25 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) ->
         print("  ".join(cells).rstrip())
 
 
+def _print_listing(head: Sequence[str], rows: Sequence[Sequence[str]], what: str, token: str | None,
+                   limit: int) -> None:
+    """A listing's table (its first two columns name each item), and on stderr whether it was all."""
+    if rows:
+        _table(head, rows, left=2)
+    if token is not None:
+        print(f"(more {what}: raise --limit, now {limit})", file=sys.stderr)
+    elif not rows:
+        print(f"no {what}", file=sys.stderr)
+
+
+def _print_fields(data: dict[str, Any]) -> None:
+    """One item, a field per line; sizes in binary units and in bytes."""
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        shown = human_bytes(value) + f" ({value:,} bytes)" if key in ("size", "stored_size") else value
+        print(f"{key.ljust(width)}  {'-' if shown is None else shown}")
+
+
 def _ms(value: int | None) -> str:
     return "-" if value is None else f"{value / 1000:.1f}s"
 
@@ -146,19 +168,8 @@ def _stats(gate: _Gate, args: argparse.Namespace) -> None:
 
 
 def _ls(gate: _Gate, args: argparse.Namespace) -> None:
-    found: list[dict[str, Any]] = []
-    token: str | None = None
-    while len(found) < args.limit:
-        params = {"limit": min(1000, args.limit - len(found)), "prefix": args.prefix}
-        if args.ns:
-            params["ns"] = args.ns
-        if token:
-            params["page_token"] = token
-        page = gate.json("GET", "/v1/admin/entries", params=params)
-        found += page["entries"]
-        token = page["next_page_token"]
-        if token is None:
-            break
+    params = {"prefix": args.prefix, **({"ns": args.ns} if args.ns else {})}
+    found, token = _pages(gate, "/v1/admin/entries", "entries", params, args.limit)
     if args.json:
         _print_json({"entries": found, "next_page_token": token})
         return
@@ -175,12 +186,8 @@ def _ls(gate: _Gate, args: argparse.Namespace) -> None:
         ]
         for e in found
     ]
-    if rows:
-        _table(["NAMESPACE", "ACTION", "SIZE", "STORED", "COMPUTE", "PUT", "LAST USED", "WRITER"], rows, left=2)
-    if token is not None:
-        print(f"(more entries: raise --limit, now {args.limit})", file=sys.stderr)
-    elif not rows:
-        print("no entries", file=sys.stderr)
+    head = ["NAMESPACE", "ACTION", "SIZE", "STORED", "COMPUTE", "PUT", "LAST USED", "WRITER"]
+    _print_listing(head, rows, "entries", token, args.limit)
 
 
 def _show(gate: _Gate, args: argparse.Namespace) -> None:
@@ -188,18 +195,63 @@ def _show(gate: _Gate, args: argparse.Namespace) -> None:
     if args.json:
         _print_json(data)
         return
-    width = max(len(k) for k in data)
-    for key, value in data.items():
-        shown = human_bytes(value) + f" ({value:,} bytes)" if key in ("size", "stored_size") else value
-        print(f"{key.ljust(width)}  {'-' if shown is None else shown}")
+    _print_fields(data)
 
 
-def _rm(gate: _Gate, args: argparse.Namespace) -> None:
-    gate.call("DELETE", f"/v1/admin/entries/{args.namespace}/{args.action}")
+def _delete(gate: _Gate, args: argparse.Namespace, path: str, what: str) -> None:
+    gate.call("DELETE", path)
     if args.json:
         _print_json({"deleted": 1})
         return
-    print(f"deleted {args.namespace}/{args.action}")
+    print(f"deleted {what}")
+
+
+def _rm(gate: _Gate, args: argparse.Namespace) -> None:
+    _delete(gate, args, f"/v1/admin/entries/{args.namespace}/{args.action}", f"{args.namespace}/{args.action}")
+
+
+def _pages(gate: _Gate, path: str, field: str, params: dict[str, Any], limit: int) -> tuple[list[Any], str | None]:
+    """Up to ``limit`` items of a paged listing, and the token to go on from (None: that was all)."""
+    found: list[Any] = []
+    token: str | None = None
+    while len(found) < limit:
+        page = gate.json("GET", path, params={**params, "limit": min(1000, limit - len(found)),
+                                              **({"page_token": token} if token else {})})
+        found += page[field]
+        token = page["next_page_token"]
+        if token is None:
+            break
+    return found, token
+
+
+def _manifests(gate: _Gate, args: argparse.Namespace) -> None:
+    found, token = _pages(gate, "/v1/admin/manifests", "manifests", {"ns": args.ns} if args.ns else {}, args.limit)
+    if args.json:
+        _print_json({"manifests": found, "next_page_token": token})
+        return
+    rows = [
+        [m["namespace"], m["key"], "-" if m["ids"] is None else f"{m['ids']:,}", human_bytes(m["stored_size"]),
+         m["put_time"][:19].replace("T", " "), m["writer"]]
+        for m in found
+    ]
+    _print_listing(["NAMESPACE", "KEY", "IDS", "STORED", "PUT", "WRITER"], rows, "manifests", token, args.limit)
+
+
+def _show_manifest(gate: _Gate, args: argparse.Namespace) -> None:
+    data = gate.json("GET", f"/v1/admin/manifests/{args.namespace}/{args.key}")
+    if args.json:
+        _print_json(data)
+        return
+    description = data.pop("description")
+    _print_fields(data)
+    print("description:")
+    for line in description.splitlines():
+        print(f"  {line}")
+
+
+def _rm_manifest(gate: _Gate, args: argparse.Namespace) -> None:
+    path, what = f"/v1/admin/manifests/{args.namespace}/{args.key}", f"the manifest {args.namespace}/{args.key}"
+    _delete(gate, args, path, what)
 
 
 def _purge(gate: _Gate, args: argparse.Namespace) -> None:
@@ -357,6 +409,16 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     purge.add_argument(
         "--batch", type=_positive, default=5000, help="entries the gate looks at per call, one progress line each"
     )
+
+    manifests = command("manifests", _manifests, "list build manifests (docs/prefetch.md)")
+    manifests.add_argument("--ns", help="only this namespace")
+    manifests.add_argument("--limit", type=_positive, default=100, help="show at most this many (default 100)")
+
+    for name, run, text in (("show-manifest", _show_manifest, "one build manifest: the command it is for"),
+                            ("rm-manifest", _rm_manifest, "delete one build manifest")):
+        one = command(name, run, text)
+        one.add_argument("namespace")
+        one.add_argument("key", help="the manifest key")
 
     usage = command("usage", _usage, "requests, hits, bytes and storage operations over a period")
     usage.add_argument("--since", default="30d", help="now, 7d (ago), a date or RFC 3339 (default 30d)")

@@ -1,4 +1,5 @@
-"""What the cache holds, as admins see it: entries listed, counted, shown, deleted and purged.
+"""What the cache holds, as admins see it: entries listed, counted, shown, deleted and purged, and
+the build manifests listed, shown and deleted.
 
 Everything is read from listings: an entry's fields are its object's metadata (see
 ``server/entries.py``), so no entry is opened, and memory holds one listing page at a time whatever
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import time
@@ -29,7 +31,9 @@ from pydantic import BaseModel, Field
 
 from .entries import ENTRY_PREFIX, entry_key, namespace_prefix
 from .errors import BadRequest, NotFound
-from .names import HEX_ID, check_hex_id, check_namespace
+from .manifests import KEY as MANIFEST_KEY
+from .manifests import MANIFEST_PREFIX, check_key, get_manifest, manifest_key, parse_manifest
+from .names import HEX_ID, NAMESPACE, check_hex_id, check_namespace
 from .storage.base import ListPage, ObjectInfo, Storage
 from .timespec import rfc3339
 
@@ -37,6 +41,9 @@ __all__ = [
     "EntryInfo",
     "EntryPage",
     "Inventory",
+    "ManifestDetail",
+    "ManifestInfo",
+    "ManifestPage",
     "NamespaceStats",
     "PurgeResult",
     "Stats",
@@ -67,6 +74,30 @@ class EntryInfo(BaseModel):
 class EntryPage(BaseModel):
     entries: list[EntryInfo]
     next_page_token: str | None
+
+
+class ManifestInfo(BaseModel):
+    """One build manifest, from its object's metadata (docs/prefetch.md)."""
+
+    namespace: str
+    key: str = Field(description="the command's manifest key")
+    ids: int | None = Field(description="action ids it lists (what a prefetch with it asks for)")
+    stored_size: int = Field(description="bytes stored")
+    put_time: str = Field(description="RFC 3339: when a writer last sent it")
+    writer: str = Field(description="the subject that sent it")
+
+
+class ManifestPage(BaseModel):
+    manifests: list[ManifestInfo]
+    next_page_token: str | None
+
+
+class ManifestDetail(ManifestInfo):
+    """A manifest read whole: which go command it is for, and when the helper made it."""
+
+    description: str = Field(description="the key's parts, one per line: toolchain, environment, module, "
+                                         "directory, arguments (or the override)")
+    created: str | None = Field(description="RFC 3339: when the helper made it")
 
 
 class NamespaceStats(BaseModel):
@@ -113,6 +144,22 @@ def _entry(info: ObjectInfo) -> EntryInfo | None:
         writer=meta.get("writer", ""),
         compute_ms=_int(meta.get("compute_ms")),
         last_used=rfc3339(_last_used(info)),
+    )
+
+
+def _manifest(info: ObjectInfo) -> ManifestInfo | None:
+    """The manifest an object holds, or None for an object that is not one."""
+    namespace, _, key = info.key.removeprefix(MANIFEST_PREFIX).partition("/")
+    if NAMESPACE.fullmatch(namespace) is None or MANIFEST_KEY.fullmatch(key) is None:
+        return None
+    meta = info.metadata
+    return ManifestInfo(
+        namespace=namespace,
+        key=key,
+        ids=_int(meta.get("ids")),
+        stored_size=info.size,
+        put_time=meta.get("put_time") or rfc3339(info.updated),
+        writer=meta.get("writer", ""),
     )
 
 
@@ -229,6 +276,36 @@ class Inventory:
     async def delete(self, namespace: str, action: str) -> None:
         if not await self.storage.delete(entry_key(check_namespace(namespace), check_hex_id(action))):
             raise NotFound("no such entry")
+
+    async def manifests(self, namespace: str | None, limit: int, page_token: str | None) -> ManifestPage:
+        """Up to ``limit`` manifests in key order (namespace, then key), from the listing alone."""
+        if namespace is not None:
+            check_namespace(namespace)
+        listing = MANIFEST_PREFIX if namespace is None else f"{MANIFEST_PREFIX}{namespace}/"
+        token = None if page_token is None else _open("manifests", namespace, "", page_token)
+        page = await self._page(listing, token, limit)
+        found = [m for info in page.items if (m := _manifest(info)) is not None]
+        next_token = None if page.next_token is None else _seal("manifests", namespace, "", page.next_token)
+        return ManifestPage(manifests=found, next_page_token=next_token)
+
+    async def manifest(self, namespace: str, key: str) -> ManifestDetail:
+        """One manifest read whole (a metadata read and a read): what its description says."""
+        info = await self.storage.stat(manifest_key(check_namespace(namespace), check_key(key)))
+        listed = None if info is None else _manifest(info)
+        data = None if listed is None else await get_manifest(self.storage, namespace, key)
+        if listed is None or data is None:  # an unreadable one is ignored by prefetches too (logged)
+            raise NotFound("no such manifest")
+        manifest = parse_manifest(data)
+        created = None
+        if manifest.created is not None:
+            with contextlib.suppress(OverflowError, ValueError, OSError):
+                created = rfc3339(datetime.fromtimestamp(manifest.created, UTC))
+        return ManifestDetail(**{**listed.model_dump(), "ids": len(manifest.ids)},
+                              description=manifest.description, created=created)
+
+    async def delete_manifest(self, namespace: str, key: str) -> None:
+        if not await self.storage.delete(manifest_key(check_namespace(namespace), check_key(key))):
+            raise NotFound("no such manifest")
 
     async def purge(
         self,

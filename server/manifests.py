@@ -28,6 +28,7 @@ from .errors import BadRequest, TooLarge
 from .storage.base import Storage
 
 __all__ = [
+    "KEY",
     "MANIFEST_PREFIX",
     "MAX_IDS",
     "MAX_MANIFEST_BYTES",
@@ -49,13 +50,14 @@ _LENGTH = struct.Struct(">I")
 MAX_IDS = 100_000
 _MAX_HEADER = 16 << 10
 MAX_MANIFEST_BYTES = 8 + _MAX_HEADER + 32 * MAX_IDS
-_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
     description: str
     ids: list[str]  # hex, in the order go first asked for them
+    created: int | None = None  # unix seconds, when the helper made it
 
 
 def manifest_key(namespace: str, key: str) -> str:
@@ -63,7 +65,7 @@ def manifest_key(namespace: str, key: str) -> str:
 
 
 def check_key(key: str) -> str:
-    if _KEY.fullmatch(key) is None:
+    if KEY.fullmatch(key) is None:
         raise BadRequest(
             f"bad manifest key {key[:140]!r}: want 1-128 of [A-Za-z0-9._-], starting with a letter or digit"
         )
@@ -82,12 +84,14 @@ def parse_manifest(data: bytes) -> Manifest:
     description = header.get("description", "") if isinstance(header, dict) else None
     if not isinstance(description, str):
         raise ValueError("manifest header is not an object with a description")
+    created = header.get("created")
     ids = data[start:]
     if len(ids) % 32:
         raise ValueError("manifest ids are not whole 32-byte ids")
     if len(ids) // 32 > MAX_IDS:
         raise ValueError(f"manifest has more than {MAX_IDS} ids")
-    return Manifest(description, [ids[i : i + 32].hex() for i in range(0, len(ids), 32)])
+    return Manifest(description, [ids[i : i + 32].hex() for i in range(0, len(ids), 32)],
+                    created if isinstance(created, int) and not isinstance(created, bool) else None)
 
 
 async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:

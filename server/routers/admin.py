@@ -18,7 +18,7 @@ from ..cost.render import CONTENT_TYPES, to_csv, to_markdown
 from ..cost.report import CostReport, make_report
 from ..deps import AdminPrincipal, GateDep
 from ..errors import BadRequest
-from ..inventory import EntryInfo, EntryPage, Inventory, PurgeResult, Stats
+from ..inventory import EntryInfo, EntryPage, Inventory, ManifestDetail, ManifestPage, PurgeResult, Stats
 from ..timespec import parse_duration, parse_instant, rfc3339
 from ..usage.counters import Counts
 from ..usage.ledger import UsageLedger
@@ -161,6 +161,28 @@ async def entry(ns: str, action: str, gate: GateDep, _: AdminPrincipal) -> Entry
 @router.delete("/entries/{ns}/{action}", name="admin_delete_entry", status_code=204, response_class=Response)
 async def delete_entry(ns: str, action: str, gate: GateDep, _: AdminPrincipal) -> Response:
     await Inventory(gate.storage).delete(ns, action)
+    return Response(status_code=204)
+
+
+@router.get("/manifests", name="admin_manifests", response_model=ManifestPage)
+async def manifests(
+    gate: GateDep,
+    _: AdminPrincipal,
+    ns: Annotated[str | None, Query(description="only this namespace")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    page_token: str | None = None,
+) -> ManifestPage:
+    return await Inventory(gate.storage).manifests(ns, limit, page_token)
+
+
+@router.get("/manifests/{ns}/{key}", name="admin_manifest", response_model=ManifestDetail)
+async def manifest(ns: str, key: str, gate: GateDep, _: AdminPrincipal) -> ManifestDetail:
+    return await Inventory(gate.storage).manifest(ns, key)
+
+
+@router.delete("/manifests/{ns}/{key}", name="admin_delete_manifest", status_code=204, response_class=Response)
+async def delete_manifest(ns: str, key: str, gate: GateDep, _: AdminPrincipal) -> Response:
+    await Inventory(gate.storage).delete_manifest(ns, key)
     return Response(status_code=204)
 
 

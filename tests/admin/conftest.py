@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cacheprog.manifest import encode
 from tests.conftest import StartGate
 from tests.emulator import Emulator, start_emulator
 from tests.gate.conftest import token_config
@@ -110,6 +111,13 @@ class Cache:
         if job is not None:
             headers["X-Gocachegate-Job"] = job
         return httpx.get(f"{self.url}/v1/ns/{namespace}/actions/{action}", headers=headers, timeout=30)
+
+    def put_manifest(self, namespace: str, key: str, ids: int, description: str) -> None:
+        """A writer's helper sending its go command's manifest of ``ids`` ids, in the helper's format."""
+        body = encode([os.urandom(32) for _ in range(ids)], description)
+        resp = httpx.put(f"{self.url}/v1/ns/{namespace}/manifests/{key}", content=body, headers=bearer(WRITER),
+                         timeout=30)
+        assert resp.status_code == 204, resp.text
 
     def admin(self, method: str, path: str, token: str | None = ADMIN, **kwargs: Any) -> httpx.Response:
         headers = {} if token is None else bearer(token)

@@ -3,9 +3,12 @@ pages, how it refuses bad input, and that its OpenAPI schema describes what it a
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from tests.admin.conftest import READER, WRITER, Cache, action_of
+import httpx
+
+from tests.admin.conftest import READER, WRITER, Cache, action_of, bearer
 
 ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/v1/admin/stats", None),
@@ -13,6 +16,9 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", f"/v1/admin/entries/team.a/{action_of('x')}", None),
     ("DELETE", f"/v1/admin/entries/team.a/{action_of('x')}", None),
     ("POST", "/v1/admin/purge", {"namespace": "team.a", "dry_run": True}),
+    ("GET", "/v1/admin/manifests", None),
+    ("GET", "/v1/admin/manifests/team.a/go-build", None),
+    ("DELETE", "/v1/admin/manifests/team.a/go-build", None),
     ("GET", "/v1/admin/usage", None),
     ("POST", "/v1/admin/usage/compact", {"older_than": "30d"}),
     ("GET", "/v1/admin/cost-report", None),
@@ -85,6 +91,55 @@ def test_stats_list_show_delete(cache: Cache) -> None:
     assert cache.admin("GET", "/v1/admin/stats").json()["namespaces"]["team.b"]["entries"] == 2
 
 
+def test_manifests_listed_shown_deleted(cache: Cache) -> None:
+    cache.put_manifest("team.a", "go-build", 3, "go go1.26.8\nargs build ./...")
+    cache.put_manifest("team.a", "go-test", 5, "go go1.26.8\nargs test ./...")
+    cache.put_manifest("team.b", "go-test", 2, "go go1.26.8\nargs test ./...")
+    fill(cache)  # entries are not manifests, and manifests are not entries
+    assert cache.admin("GET", "/v1/admin/stats").json()["entries"] == 8
+
+    listed = cache.admin("GET", "/v1/admin/manifests").json()
+    assert [(m["namespace"], m["key"], m["ids"]) for m in listed["manifests"]] == [
+        ("team.a", "go-build", 3), ("team.a", "go-test", 5), ("team.b", "go-test", 2)]
+    assert listed["next_page_token"] is None
+    first = listed["manifests"][0]
+    assert first["writer"] == "ci-writer" and first["put_time"].endswith("Z") and first["stored_size"] > 3 * 32
+
+    seen: list[str] = []  # pages of one, the token carried over
+    token = None
+    while True:
+        page = cache.admin("GET", "/v1/admin/manifests?ns=team.a&limit=1" + (f"&page_token={token}" if token else ""))
+        seen += [m["key"] for m in page.json()["manifests"]]
+        token = page.json()["next_page_token"]
+        if token is None:
+            break
+    assert seen == ["go-build", "go-test"]
+    assert cache.admin("GET", "/v1/admin/manifests?ns=nobody.here").json() == {"manifests": [], "next_page_token": None}
+
+    shown = cache.admin("GET", "/v1/admin/manifests/team.a/go-test").json()
+    assert shown["ids"] == 5 and shown["description"] == "go go1.26.8\nargs test ./..."
+    created = datetime.fromisoformat(shown["created"].replace("Z", "+00:00"))
+    assert abs((datetime.now(UTC) - created).total_seconds()) < 120  # the helper's own clock, in the header
+
+    assert cache.admin("DELETE", "/v1/admin/manifests/team.a/go-test").status_code == 204
+    assert cache.admin("GET", "/v1/admin/manifests/team.a/go-test").status_code == 404
+    assert cache.admin("DELETE", "/v1/admin/manifests/team.a/go-test").status_code == 404
+    gone = httpx.get(f"{cache.url}/v1/ns/team.a/manifests/go-test", headers=bearer(READER), timeout=30)
+    assert gone.status_code == 404  # the next job of that command prefetches nothing, and writes it anew
+    assert [m["key"] for m in cache.admin("GET", "/v1/admin/manifests?ns=team.a").json()["manifests"]] == ["go-build"]
+    assert cache.admin("GET", "/v1/admin/stats").json()["entries"] == 8
+
+
+def test_a_manifest_page_token_is_bound_to_its_listing(cache: Cache) -> None:
+    for key in ("k1", "k2"):
+        cache.put_manifest("team.a", key, 1, key)
+    token = cache.admin("GET", "/v1/admin/manifests?ns=team.a&limit=1").json()["next_page_token"]
+    assert token
+    for other in (f"manifests?ns=team.b&page_token={token}", f"entries?ns=team.a&page_token={token}"):
+        resp = cache.admin("GET", f"/v1/admin/{other}")
+        assert resp.status_code == 400 and "another listing" in resp.json()["error"], resp.text
+
+
 BAD_INPUT: list[tuple[str, str, Any, str]] = [
     ("GET", "/v1/admin/entries?limit=0", None, "limit"),
     ("GET", "/v1/admin/entries?limit=1001", None, "limit"),
@@ -93,6 +148,11 @@ BAD_INPUT: list[tuple[str, str, Any, str]] = [
     ("GET", "/v1/admin/entries?ns=..", None, "bad namespace"),
     ("GET", "/v1/admin/entries?prefix=XYZ", None, "bad prefix"),
     ("GET", f"/v1/admin/entries/team.a/{'A' * 64}", None, "bad action id"),
+    ("GET", "/v1/admin/manifests?ns=..", None, "bad namespace"),
+    ("GET", "/v1/admin/manifests?limit=0", None, "limit"),
+    ("GET", "/v1/admin/manifests?page_token=bm90IGEgdG9rZW4=", None, "page_token"),
+    ("GET", "/v1/admin/manifests/team.a/.hidden", None, "bad manifest key"),
+    ("DELETE", "/v1/admin/manifests/.x/go-test", None, "bad namespace"),
     ("POST", "/v1/admin/purge", {"namespace": "team.a", "older_than": "7x"}, "older_than"),
     ("POST", "/v1/admin/purge", {"namespace": "team.a", "older_than": "-1d"}, "older_than"),
     ("POST", "/v1/admin/purge", {}, "refusing to purge every entry"),
@@ -139,6 +199,7 @@ def _answer_schema(schema: dict[str, Any], path: str, method: str) -> dict[str, 
 
 def test_the_openapi_schema_describes_the_answers(cache: Cache) -> None:
     fill(cache)
+    cache.put_manifest("team.a", "go-test", 2, "args test ./...")
     schema = cache.admin("GET", "/v1/admin/openapi.json").json()
     expected = {
         ("/v1/admin/stats", "get"): cache.admin("GET", "/v1/admin/stats").json(),
@@ -148,6 +209,8 @@ def test_the_openapi_schema_describes_the_answers(cache: Cache) -> None:
         ).json(),
         ("/v1/admin/purge", "post"): cache.admin("POST", "/v1/admin/purge", json={"prefix": "f", "dry_run": True})
         .json(),
+        ("/v1/admin/manifests", "get"): cache.admin("GET", "/v1/admin/manifests").json(),
+        ("/v1/admin/manifests/{ns}/{key}", "get"): cache.admin("GET", "/v1/admin/manifests/team.a/go-test").json(),
         ("/v1/admin/usage", "get"): cache.admin("GET", "/v1/admin/usage").json(),
         ("/v1/admin/cost-report", "get"): cache.admin("GET", "/v1/admin/cost-report").json(),
     }
@@ -160,6 +223,10 @@ def test_the_openapi_schema_describes_the_answers(cache: Cache) -> None:
     entry = _resolve(schema, _answer_schema(schema, "/v1/admin/entries", "get")["properties"]["entries"]["items"])
     assert set(entry["properties"]) == set(expected["/v1/admin/entries", "get"]["entries"][0])
     assert "delete" in schema["paths"]["/v1/admin/entries/{ns}/{action}"]
+    listing = _answer_schema(schema, "/v1/admin/manifests", "get")
+    manifest = _resolve(schema, listing["properties"]["manifests"]["items"])
+    assert set(manifest["properties"]) == set(expected["/v1/admin/manifests", "get"]["manifests"][0])
+    assert "delete" in schema["paths"]["/v1/admin/manifests/{ns}/{key}"]
     assert {"text/csv", "text/html", "text/markdown"} <= {
         kind.split(";")[0] for kind in schema["paths"]["/v1/admin/cost-report"]["get"]["responses"]["200"]["content"]
     }

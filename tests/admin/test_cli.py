@@ -76,6 +76,36 @@ def test_stats_ls_show_rm(live: Cache) -> None:
     one_line_error(admin(live, "show", "team.b", "abc"), 2, "bad action id")
 
 
+def test_manifests_show_manifest_rm_manifest(live: Cache) -> None:
+    none = admin(live, "manifests")
+    assert none.returncode == 0 and none.stdout == "" and none.stderr == "no manifests\n"
+    for ns, key, ids in (("team.a", "go-build", 1200), ("team.a", "go-test", 3), ("team.b", "go-vet", 7)):
+        live.put_manifest(ns, key, ids, f"go go1.26.8\nmodule example.com/{ns}\nargs {key.removeprefix('go-')} ./...")
+
+    listed = admin(live, "manifests")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["NAMESPACE", "KEY", "IDS", "STORED", "PUT", "WRITER"]
+    assert lines[1].split()[:3] == ["team.a", "go-build", "1,200"] and lines[1].split()[-1] == "ci-writer"
+    assert [line.split()[1] for line in lines[1:]] == ["go-build", "go-test", "go-vet"]
+    some = admin(live, "manifests", "--ns", "team.a", "--limit", "1")
+    assert len(some.stdout.splitlines()) == 2 and "raise --limit" in some.stderr
+    scripted = json.loads(admin(live, "manifests", "--ns", "team.b", "--json").stdout)
+    assert [m["key"] for m in scripted["manifests"]] == ["go-vet"] and scripted["next_page_token"] is None
+
+    shown = admin(live, "show-manifest", "team.a", "go-test")
+    assert shown.returncode == 0, shown.stderr
+    assert "ids          3\n" in shown.stdout and shown.stdout.endswith(
+        "description:\n  go go1.26.8\n  module example.com/team.a\n  args test ./...\n")
+    assert json.loads(admin(live, "show-manifest", "team.b", "go-vet", "--json").stdout)["ids"] == 7
+
+    assert admin(live, "rm-manifest", "team.a", "go-test").stdout == "deleted the manifest team.a/go-test\n"
+    one_line_error(admin(live, "show-manifest", "team.a", "go-test"), 1, "404 not found: no such manifest")
+    one_line_error(admin(live, "rm-manifest", "team.a", "go-test"), 1, "404")
+    one_line_error(admin(live, "show-manifest", "team.a", ".x"), 2, "bad manifest key")
+    one_line_error(admin(live, "manifests", token=READER), 1, "403 forbidden: role reader is not admin")
+
+
 def test_purge_shows_progress(live: Cache) -> None:
     dry = admin(live, "purge", "--ns", "team.a", "--older-than", "1d", "--dry-run")
     assert dry.returncode == 0 and dry.stdout.startswith("would delete 0 entries")
