@@ -314,7 +314,10 @@ class Cache:
             except OSError as exc:
                 self._say(f"cannot write the stats file: {exc.strerror}")
         if self.cfg.verbose:
-            self._say(self.stats.summary().removeprefix("gocacheprog: "))
+            line = self.stats.summary().removeprefix("gocacheprog: ")
+            if self.prefetch is not None:  # what ``gocachegate admin show-manifest NS KEY`` shows
+                line += f", manifest {self.manifest_key().key}"
+            self._say(line)
         if self._scratch is not None:  # go has read every path it was given: close is its last request
             import shutil
 

@@ -154,6 +154,15 @@ def test_a_reader_in_another_checkout_is_served_by_the_prefetch(setup: Setup) ->
     assert again["prefetched"] <= s["prefetch_wasted"] and again["prefetch_bytes"] < s["prefetch_bytes"] / 4, again
 
 
+def test_the_verbose_line_names_the_manifest_key_the_gate_stores(setup: Setup) -> None:
+    run = setup.build(setup.machine("reader-token", GOCACHEGATE_VERBOSE="1"), setup.checkout("job-verbose"))
+    (line,) = [text for text in run.stderr.splitlines() if text.startswith("gocacheprog: ") and " gets, " in text]
+    s = run.stats
+    assert line.startswith(f"gocacheprog: {s['gets']} gets, {s['hits']} hits ({s['local_hits']} local, "), line
+    assert f", prefetched {s['prefetched']} ({s['prefetch_hits']} used, " in line, line
+    assert line.endswith(f", manifest {setup.writer_key}"), line  # a reader reads the writer's: same command
+
+
 def test_the_landing_child_is_gone_with_go_and_leaves_no_lock_or_temp_file(setup: Setup) -> None:
     reader = setup.machine("reader-token")
     s = setup.build(reader, setup.checkout("job4")).stats
