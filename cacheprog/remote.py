@@ -301,22 +301,45 @@ class Remote:
                 self._tokens.refresh()
                 continue
             if resp.status >= 500:
-                reason = _reason(resp)
-                self._pool.release(conn, reuse=False)
+                reason = self._answered(conn, resp, reuse=False)
                 error = RemoteError(f"{method} {path}: {resp.status} {reason}")
                 self.failed(error)
                 raise error
             self._succeeded()
             if resp.status in (401, 403):
-                reason = _reason(resp)
-                self._pool.release(conn, reuse=not resp.will_close)
-                raise Refused(resp.status, reason)
+                raise Refused(resp.status, self._answered(conn, resp))
             return conn, resp
         raise AssertionError("unreachable")
 
     def _drain(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
-        resp.read()
+        """Read an answer's body to its end, so that its connection can carry the next request.
+        Raises RemoteError: a gate that dies while it sends a miss broke the connection, and a
+        get must still end as a miss (go waits for every get's answer)."""
+        import http.client
+
+        try:
+            resp.read()
+        except (http.client.HTTPException, OSError) as exc:
+            self._pool.release(conn, reuse=False)
+            error = RemoteError(f"the answer broke off: {exc or type(exc).__name__}")
+            error.__cause__ = exc  # before ``failed``, which tells a stall by it
+            self.failed(error)
+            raise error from exc
         self._pool.release(conn, reuse=not resp.will_close)
+
+    def _answered(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, reuse: bool = True) -> str:
+        """The reason of an answer that is not the one asked for, its body read; the connection
+        goes back to the pool (kept if ``reuse`` and the body came whole). Never raises: a body
+        cut short leaves the status phrase as the reason."""
+        import http.client
+
+        try:
+            body = resp.read()
+        except (http.client.HTTPException, OSError):
+            self._pool.release(conn, reuse=False)
+            return str(resp.reason)
+        self._pool.release(conn, reuse=reuse and not resp.will_close)
+        return _reason(body, resp.reason)
 
     def get(self, action_hex: str) -> Download | None:
         """A hit to read, or None for a miss. Raises RemoteError."""
@@ -325,9 +348,10 @@ class Remote:
         if resp.status == 404:
             self._drain(conn, resp)
             return None
+        if resp.status != 200:
+            reason = self._answered(conn, resp, reuse=False)
+            raise RemoteError(f"GET {action_hex}: unexpected {resp.status} {reason}")
         try:
-            if resp.status != 200:
-                raise RemoteError(f"GET {action_hex}: unexpected {resp.status} {_reason(resp)}")
             output_id = bytes.fromhex(resp.getheader("X-Go-Output-Id") or "")
             size = int(resp.getheader("X-Go-Size") or "")
             put_time = resp.getheader("X-Go-Put-Time")
@@ -356,8 +380,7 @@ class Remote:
         if compute_ms is not None:
             headers["X-Go-Compute-Ms"] = str(compute_ms)
         conn, resp = self._send("PUT", f"{self._prefix}/actions/{action_hex}", payload, headers)
-        status, reason = resp.status, _reason(resp)
-        self._pool.release(conn, reuse=not resp.will_close)
+        status, reason = resp.status, self._answered(conn, resp)
         if status in (200, 201):
             return status == 201
         raise RemoteError(f"PUT {action_hex}: {status} {reason}")
@@ -368,8 +391,7 @@ class Remote:
 
         conn, resp = self._send("GET", f"{self._prefix}/manifests/{key}", None, {})
         if resp.status != 200:
-            reason = _reason(resp)
-            self._pool.release(conn, reuse=not resp.will_close)
+            reason = self._answered(conn, resp)
             if resp.status == 404:
                 return None
             raise RemoteError(f"GET manifest: unexpected {resp.status} {reason}")
@@ -385,8 +407,7 @@ class Remote:
         """Store the manifest of ``key``, replacing the previous one. Raises RemoteError (Refused: 403)."""
         conn, resp = self._send("PUT", f"{self._prefix}/manifests/{key}", manifest,
                                 {"Content-Type": "application/octet-stream"})
-        status, reason = resp.status, _reason(resp)
-        self._pool.release(conn, reuse=not resp.will_close)
+        status, reason = resp.status, self._answered(conn, resp)
         if status not in (200, 201, 204):
             raise RemoteError(f"PUT manifest: {status} {reason}")
 
@@ -395,9 +416,7 @@ class Remote:
         conn, resp = self._send("POST", f"{self._prefix}/prefetch", action_ids,
                                 {"Content-Type": "application/octet-stream"})
         if resp.status != 200:
-            reason = _reason(resp)
-            self._pool.release(conn, reuse=not resp.will_close)
-            raise RemoteError(f"POST prefetch: unexpected {resp.status} {reason}")
+            raise RemoteError(f"POST prefetch: unexpected {resp.status} {self._answered(conn, resp)}")
         return PrefetchStream(conn, resp, lambda reuse: self._pool.release(conn, reuse=reuse))
 
     def post_session(self, report: Mapping[str, object]) -> None:
@@ -407,14 +426,14 @@ class Remote:
         self._drain(conn, resp)
 
 
-def _reason(resp: http.client.HTTPResponse) -> str:
+def _reason(body: bytes, phrase: str) -> str:
     """The gate's one-line reason from a JSON error body, or the status phrase."""
     try:
-        data = json.loads(resp.read() or b"{}")
+        data = json.loads(body or b"{}")
         reason = data.get("error") or data.get("detail") if isinstance(data, dict) else None
     except ValueError:
         reason = None
-    return str(reason or resp.reason)
+    return str(reason or phrase)
 
 
 def _parse_time(value: str | None) -> datetime | None:

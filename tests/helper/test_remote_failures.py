@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import select
 import time
 from pathlib import Path
 
@@ -70,6 +71,25 @@ def test_truncated_body_is_a_miss(tmp_path: Path) -> None:
     answers, stats = run_gets(tmp_path, script)
     assert answers[0].get("Miss") is True
     assert stats["remote_errors"] == 1 and stats["hits"] == 0
+
+
+def test_an_error_answer_cut_short_is_a_miss_not_a_lost_get(tmp_path: Path) -> None:
+    """A gate killed while it sends a miss (or a refusal, or a 5xx) leaves go's get unanswered
+    unless reading that answer's body is a remote failure like any other (seen in CI: a build hung)."""
+    for status in (404, 503, 403, 401):
+        stats_file = tmp_path / f"stats-{status}.json"
+        script = Script(lambda s, status=status: (202, {}, b"{}") if s.method == "POST" else (status, {}, None))
+        with fake_gate(script) as url:
+            h = Helper(tmp_path / f"l1-{status}", GOCACHEGATE_URL=url, GOCACHEGATE_STATS_FILE=str(stats_file))
+            rid = h.send("get", action(0))
+            assert h.proc.stdout is not None
+            answered, _, _ = select.select([h.proc.stdout], [], [], 10)
+            assert answered, f"{status} cut short: go's get was never answered"
+            answer = h.read()
+            assert answer["ID"] == rid and answer.get("Miss") is True, answer
+            h.close()
+            assert "Traceback" not in h.stderr(), h.stderr()
+        assert json.loads(stats_file.read_text())["misses"] == 1
 
 
 def test_circuit_opens_after_repeated_5xx(tmp_path: Path) -> None:
