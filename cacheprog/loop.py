@@ -72,7 +72,13 @@ def serve(cache: Cache, stdin: BinaryIO, stdout_fd: int) -> None:
     gets = Workers("get", _GET_THREADS)
 
     def fetch(request: Request) -> None:
-        writer.send(_hit(request, cache.fetch(request.action_id)))
+        try:
+            entry = cache.fetch(request.action_id)
+        except Exception as exc:  # noqa: BLE001 - a bug: go waits for every answer, for ever
+            cache.say_once("fetch", f"a get failed inside the helper ({type(exc).__name__}: {exc}); "
+                                    f"answered as a miss")
+            entry = None
+        writer.send(_hit(request, entry))
 
     while True:
         line = stdin.readline()

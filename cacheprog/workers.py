@@ -8,6 +8,7 @@ so a build that never needs the remote never starts one.
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +43,9 @@ class Workers:
             try:
                 if not self._closed:
                     task()
+            except Exception as exc:  # noqa: BLE001 - a bug in a task must not end its thread: ``submit``
+                # counted it idle, and the tasks queued for it would never run (a get never answered)
+                sys.stderr.write(f"gocacheprog: a {self._name} task failed: {type(exc).__name__}: {exc}\n")
             finally:
                 with self._cond:
                     self._pending -= 1
