@@ -328,9 +328,9 @@ class Remote:
         self._pool.release(conn, reuse=not resp.will_close)
 
     def _answered(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse, reuse: bool = True) -> str:
-        """The reason of an answer that is not the one asked for, its body read; the connection
-        goes back to the pool (kept if ``reuse`` and the body came whole). Never raises: a body
-        cut short leaves the status phrase as the reason."""
+        """What an answer whose body nobody needs says (its JSON error, else its status phrase),
+        the body read; the connection goes back to the pool (kept if ``reuse`` and the body came
+        whole). Never raises: a body cut short leaves the status phrase."""
         import http.client
 
         try:
