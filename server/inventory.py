@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 from .entries import ENTRY_PREFIX, entry_key, namespace_prefix
 from .errors import BadRequest, NotFound
 from .manifests import KEY as MANIFEST_KEY
-from .manifests import MANIFEST_PREFIX, check_key, get_manifest, manifest_key, parse_manifest
+from .manifests import MANIFEST_PREFIX, check_key, manifest_key, read_manifest
 from .names import HEX_ID, NAMESPACE, check_hex_id, check_namespace
 from .storage.base import ListPage, ObjectInfo, Storage
 from .timespec import rfc3339
@@ -292,10 +292,10 @@ class Inventory:
         """One manifest read whole (a metadata read and a read): what its description says."""
         info = await self.storage.stat(manifest_key(check_namespace(namespace), check_key(key)))
         listed = None if info is None else _manifest(info)
-        data = None if listed is None else await get_manifest(self.storage, namespace, key)
-        if listed is None or data is None:  # an unreadable one is ignored by prefetches too (logged)
+        found = None if listed is None else await read_manifest(self.storage, namespace, key)
+        if listed is None or found is None:  # an unreadable one is ignored by prefetches too (logged)
             raise NotFound("no such manifest")
-        manifest = parse_manifest(data)
+        manifest = found[1]
         created = None
         if manifest.created is not None:
             with contextlib.suppress(OverflowError, ValueError, OSError):

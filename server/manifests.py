@@ -39,6 +39,7 @@ __all__ = [
     "parse_manifest",
     "put_manifest",
     "read_limited",
+    "read_manifest",
 ]
 
 log = logging.getLogger("gocachegate.manifests")
@@ -104,8 +105,9 @@ async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
     return bytes(body)
 
 
-async def get_manifest(storage: Storage, namespace: str, key: str) -> bytes | None:
-    """The stored manifest (one storage read), or None. An unreadable one is logged and is None."""
+async def read_manifest(storage: Storage, namespace: str, key: str) -> tuple[bytes, Manifest] | None:
+    """The stored manifest as stored and parsed (one storage read), or None. An unreadable one is
+    logged and is None."""
     reader = await storage.read(manifest_key(namespace, key))
     if reader is None:
         return None
@@ -117,11 +119,17 @@ async def get_manifest(storage: Storage, namespace: str, key: str) -> bytes | No
     finally:
         await reader.aclose()
     try:
-        parse_manifest(bytes(data))
+        manifest = parse_manifest(bytes(data))
     except ValueError as exc:
         log.warning("ignoring unreadable manifest %s: %s", manifest_key(namespace, key), exc)
         return None
-    return bytes(data)
+    return bytes(data), manifest
+
+
+async def get_manifest(storage: Storage, namespace: str, key: str) -> bytes | None:
+    """The stored manifest's bytes (one storage read), or None (``read_manifest``)."""
+    found = await read_manifest(storage, namespace, key)
+    return None if found is None else found[0]
 
 
 async def put_manifest(storage: Storage, namespace: str, key: str, data: bytes, writer: str) -> Manifest:
