@@ -26,6 +26,7 @@ class Workers:
         self._idle = 0
         self._pending = 0  # queued or running
         self._closed = False
+        self._failures: set[str] = set()  # kinds of task failure said already: once each
 
     def submit(self, task: Callable[[], None]) -> None:
         with self._cond:
@@ -45,12 +46,22 @@ class Workers:
                     task()
             except Exception as exc:  # noqa: BLE001 - a bug in a task must not end its thread: ``submit``
                 # counted it idle, and the tasks queued for it would never run (a get never answered)
-                sys.stderr.write(f"gocacheprog: a {self._name} task failed: {type(exc).__name__}: {exc}\n")
+                self._say_failure(exc)
             finally:
                 with self._cond:
                     self._pending -= 1
                     self._idle += 1
                     self._cond.notify_all()
+
+    def _say_failure(self, exc: Exception) -> None:
+        """One line per kind of failure: a bug that fails every get would otherwise print a line
+        per get, thousands in a build, and bury what go itself prints."""
+        kind = type(exc).__name__
+        with self._cond:
+            if kind in self._failures:
+                return
+            self._failures.add(kind)
+        sys.stderr.write(f"gocacheprog: a {self._name} task failed: {kind}: {exc} (said once per kind)\n")
 
     def drain(self, timeout: float | None) -> int:
         """Wait until every task ran, at most ``timeout`` seconds; drop the rest.

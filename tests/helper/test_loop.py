@@ -53,16 +53,19 @@ def test_a_get_that_raises_inside_the_helper_is_answered_as_a_miss() -> None:
     assert "KeyError: 'a bug'" in cache.said["fetch"] and "answered as a miss" in cache.said["fetch"]
 
 
-def test_a_task_that_raises_leaves_its_worker_running(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_failed_task_leaves_its_worker_running_and_is_said_once_per_kind(capsys: pytest.CaptureFixture[str]) -> None:
     workers = Workers("get", 1)  # one thread: the next tasks can only run on the one whose task failed
     done: list[int] = []
 
-    def fail() -> None:
-        raise KeyError("a bug")
+    def fail(exc: Exception) -> None:
+        raise exc
 
-    workers.submit(fail)
+    for exc in (KeyError("a bug"), KeyError("the same bug again"), ValueError("another bug")):
+        workers.submit(functools.partial(fail, exc))
     for i in range(3):
         workers.submit(functools.partial(done.append, i))
     assert workers.drain(10) == 0
     assert done == [0, 1, 2]
-    assert capsys.readouterr().err == "gocacheprog: a get task failed: KeyError: 'a bug'\n"
+    assert capsys.readouterr().err == (  # each kind of failure once, not once per task
+        "gocacheprog: a get task failed: KeyError: 'a bug' (said once per kind)\n"
+        "gocacheprog: a get task failed: ValueError: another bug (said once per kind)\n")
