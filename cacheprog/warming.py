@@ -9,7 +9,11 @@ with std, a warm started together with the build took the build to 3.75x native 
 build's helper prefetched as well, and to 3.10x when it followed the warm (docs/prefetch.md).
 
 The lock goes with the process: a warm that stops or dies releases it, and the gets still waiting
-then ask the gate themselves. A landing that ends removes its lock file before it lets go of it, so
+then ask the gate themselves. A helper's landing whose go command showed the manifest stale lands
+only what its own go asks for from then on (``Prefetch.hold``); it keeps the lock but writes
+``hold`` into the file. A follower then stops waiting for it (its gets would wait in vain), and a
+go command started later with the same key neither follows nor streams the stale manifest again:
+its gets go the way they go without a manifest. A landing that ends removes its lock file before it lets go of it, so
 an L1 that outlives many commands (a developer's, a node's) does not keep a file per key for ever.
 A process that opened the file just before it was removed would lock a file nobody else can find:
 ``hold`` checks that the file it locked is still the one at the path, and opens it again if not.
@@ -21,8 +25,11 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import threading
 
 __all__ = ["Landing", "Watch", "hold", "watch"]
+
+_HOLDING = b"hold\n"  # what a landing that lands only on demand writes into its lock file
 
 
 def _path(root: str, key: str) -> str:
@@ -36,11 +43,21 @@ class Landing:
     def __init__(self, fd: int, path: str) -> None:
         self._fd = fd
         self._path = path
+        self._lock = threading.Lock()  # ``hold_only`` comes from another thread than ``close``
+        self._closed = False
+
+    def hold_only(self) -> None:
+        """Say that this landing no longer lands ahead: the manifest proved stale."""
+        with self._lock, contextlib.suppress(OSError):  # unsaid, followers wait as they did before
+            if not self._closed:
+                os.pwrite(self._fd, _HOLDING, 0)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):  # still holding the lock: whoever opens the path now makes a new file
-            os.unlink(self._path)
-        os.close(self._fd)
+        with self._lock:
+            self._closed = True
+            with contextlib.suppress(OSError):  # still holding the lock: whoever opens the path now makes a new file
+                os.unlink(self._path)
+            os.close(self._fd)
 
 
 def hold(root: str, key: str) -> Landing | None:
@@ -53,6 +70,7 @@ def hold(root: str, key: str) -> Landing | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if _same_file(fd, path):
+                os.ftruncate(fd, 0)  # a holder that died leaves its file, and maybe its ``hold``
                 return Landing(fd, path)
         except BlockingIOError:
             os.close(fd)
@@ -80,6 +98,13 @@ class Watch:
 
     def close(self) -> None:
         os.close(self._fd)
+
+    def holding(self) -> bool:
+        """Whether that process lands only what its own go command asks for (``Landing.hold_only``)."""
+        try:
+            return os.pread(self._fd, len(_HOLDING), 0) == _HOLDING
+        except OSError:
+            return False
 
     def active(self) -> bool:
         """Whether that process still holds its lock."""

@@ -82,3 +82,47 @@ def test_the_lock_goes_with_its_process(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait(10)
+
+
+def test_a_landing_that_holds_says_so_and_a_new_holder_starts_clean(tmp_path: Path) -> None:
+    root = str(tmp_path / "l1")
+    held = warming.hold(root, "k")
+    assert held is not None
+    seen = warming.watch(root, "k")
+    assert seen is not None and seen.active() and not seen.holding()
+    held.hold_only()
+    assert seen.active() and seen.holding()  # still the holder: others neither follow it nor stream
+    seen.close()
+    # A holder that dies leaves its file behind, ``hold`` and all: the next holder lands ahead again.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from cacheprog import warming; "
+         f"h = warming.hold({root!r}, 'dies'); h.hold_only(); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        holder.kill()
+        holder.wait(10)
+        assert next(p for p in Path(root).glob("warming-*.lock") if p.read_bytes()).read_bytes() == b"hold\n"
+        again = warming.hold(root, "dies")
+        assert again is not None
+        after = warming.watch(root, "dies")
+        assert after is not None and after.active() and not after.holding()
+        after.close()
+        again.close()
+    finally:
+        holder.kill()
+        holder.wait(10)
+    held.close()
+
+
+def test_hold_only_after_close_writes_nowhere(tmp_path: Path) -> None:
+    """``hold_only`` comes from the child's command thread, ``close`` from its main thread: once
+    closed, the lock's descriptor number may already be another file's."""
+    held = warming.hold(str(tmp_path / "l1"), "k")
+    assert held is not None
+    held.close()
+    other = tmp_path / "other"
+    with open(other, "wb") as reused:  # most likely the number the lock had
+        held.hold_only()
+        reused.flush()
+    assert other.read_bytes() == b""
