@@ -33,6 +33,7 @@ Commands, parent to child: ``kind(1) action(32)``, dropped when the pipe is full
 most ``wait_seconds`` for its entry, then asks the gate alone):
 
     H  hold: go's gets show the manifest stale; land no more ahead, only what the parent asks for
+       (and say so in the landing lock's file: other go commands with this key stop following)
     W  want: go asks for this entry; land it (once it arrives, if it has not yet)
 """
 
@@ -49,6 +50,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
+from . import warming
 from .config import Config
 from .l1 import L1Entry
 from .prefetch import ABSENT, FETCH, Prefetch, PrefetchSettings
@@ -216,7 +218,7 @@ class _Reporter:
             self._pipe.send(b"A" if state == ABSENT else b"F", action_id)
 
 
-def _obey(commands: int, prefetch: Prefetch, gone: threading.Event) -> None:
+def _obey(commands: int, prefetch: Prefetch, lock: warming.Landing, gone: threading.Event) -> None:
     """Carry out the parent's commands until it is gone (``wait`` lands a held entry on its thread)."""
     wants = Workers("want", _WANT_THREADS)
 
@@ -231,6 +233,7 @@ def _obey(commands: int, prefetch: Prefetch, gone: threading.Event) -> None:
             kind, action_id = _COMMAND.unpack_from(buf, offset)
             if kind == b"H":
                 prefetch.hold()
+                lock.hold_only()  # go commands with this key stop following us: we land none of theirs
             elif kind == b"W":
                 wants.submit(functools.partial(land, action_id))
         buf = buf[whole:]
@@ -247,7 +250,6 @@ def _detach() -> None:
 
 
 def _child(cfg: Config, settings: PrefetchSettings, go_pid: int, fd: int, commands: int) -> None:
-    from . import warming
     from .l1 import L1
     from .manifest import command_key
     from .remote import remote_for
@@ -282,7 +284,7 @@ def _child(cfg: Config, settings: PrefetchSettings, go_pid: int, fd: int, comman
                         lambda action_id: pipe.send(b"C", action_id), in_store)
     prefetch.reporter = _Reporter(pipe)
     signal.signal(signal.SIGTERM, lambda signum, frame: prefetch.stop())
-    threading.Thread(target=_obey, args=(commands, prefetch, gone), name="commands", daemon=True).start()
+    threading.Thread(target=_obey, args=(commands, prefetch, lock, gone), name="commands", daemon=True).start()
     prefetch.start()
     stopped_at = None
     while not prefetch.finish(0.05):

@@ -479,6 +479,9 @@ class Prefetch:
             return
         key = self._key()
         warm = None if self.settings.ahead else warming.watch(self._l1.root, key.key)
+        if warm is not None and warm.holding():  # its go command found the manifest stale: so would ours
+            warm.close()
+            return
         try:
             wanted = self._slots_for(key, following=warm is not None)
             if not wanted or self._stop.is_set():
@@ -562,7 +565,7 @@ class Prefetch:
         them in L1, or ask the gate alone)."""
         deadline = time.monotonic() + self.settings.max_seconds
         while not self._stop.is_set() and time.monotonic() < deadline:
-            running = warm.active()
+            running = warm.active() and not warm.holding()  # holding: it lands none of ours any more
             with self._lock:
                 self._waited = {a for a in self._waited if not (self._slots[a].settled or self._slots[a].abandoned)}
                 waited = list(self._waited)

@@ -320,6 +320,26 @@ def test_a_warm_that_stops_leaves_the_waiting_gets_to_the_gate(setup: Setup) -> 
     assert s["remote_hits"] >= 0.9 * s["gets"] and s["bytes_downloaded"] > 0, s
 
 
+def test_a_build_beside_a_landing_that_holds_goes_the_normal_way(setup: Setup) -> None:
+    """Another go command of the job, with the same key, found the manifest stale: its landing
+    lands only what that command asks for, and says so in its lock file. This build neither
+    follows it (its gets would wait in vain) nor streams the stale manifest once more."""
+    key = setup.writer_key
+    reader = setup.machine("reader-token", GOCACHEGATE_MANIFEST_KEY=key)
+    lock = warming.hold(str(reader.l1), key)
+    assert lock is not None
+    lock.hold_only()
+    manifests_read = setup.requests("get_manifest", 200)
+    try:
+        s = setup.build(reader, setup.checkout("job-beside-holding")).stats
+    finally:
+        lock.close()
+    assert setup.requests("get_manifest", 200) == manifests_read  # not even the manifest
+    assert s["prefetch_bytes"] == 0 and s["prefetch_hits"] == 0 and s["prefetched"] == 0, s
+    assert s["remote_hits"] >= 0.9 * s["gets"] and s["remote_errors"] == 0, s
+    assert _sha(reader.root / "app") == _sha(setup.tmp / "machine1" / "app")
+
+
 def test_a_second_warm_of_a_key_leaves_the_landing_to_the_first(setup: Setup) -> None:
     key = setup.writer_key
     reader = setup.machine("reader-token")

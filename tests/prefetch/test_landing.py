@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from cacheprog import prefetch
+from cacheprog import prefetch, warming
 from cacheprog.cache import Cache
 from cacheprog.config import Config
 from cacheprog.l1 import L1
@@ -333,3 +333,57 @@ def test_close_does_not_wait_for_a_manifest_request_the_gate_never_answers(tmp_p
         assert time.monotonic() - started < 1, "close waited for the manifest request"
     finally:
         gate.release.set()
+
+
+def _cache_beside_a_landing(tmp_path: Path, manifest: list[bytes], *,
+                            holding: bool) -> tuple[Cache, _Gate, warming.Landing]:
+    """A cache started while another process (here: the test) holds the landing lock of its key,
+    as a ``gocacheprog warm`` or another helper's child does; ``holding``: that landing found the
+    manifest stale before this cache started, and lands only what its own go asks for."""
+    l1 = L1(str(tmp_path / "l1"), 1 << 30)
+    lock = warming.hold(l1.root, "test-key")
+    assert lock is not None
+    if holding:
+        lock.hold_only()
+    gate = _Gate(manifest)
+    cfg = Config(url="http://gate.invalid", namespace="ns", dir=l1.root, read_only=True)
+    cache = Cache(cfg, l1, gate, Stats(), say=lambda message: None,  # type: ignore[arg-type]
+                  prefetch=PrefetchSettings(wait_seconds=30.0), key=CommandKey("test-key", "test"))
+    assert cache.prefetch is not None
+    cache.prefetch.start()
+    return cache, gate, lock
+
+
+def test_a_follower_stops_waiting_once_the_landing_it_follows_holds(tmp_path: Path) -> None:
+    listed = [_entry(n)[0] for n in range(3)]
+    cache, gate, lock = _cache_beside_a_landing(tmp_path, listed, holding=False)
+    try:
+        _wait_for(lambda: cache.prefetch is not None and cache.prefetch.wanted == 3, "following the landing")
+        assert cache.lookup(listed[0]) == (None, True)
+        got: list[object] = []
+        waiting = threading.Thread(target=lambda: got.append(cache.fetch(listed[0])))
+        waiting.start()
+        time.sleep(0.2)
+        assert waiting.is_alive()  # it waits for the landing to bring its entry
+        lock.hold_only()  # that landing's go command found the manifest stale: it will never come
+        waiting.join(10)  # not the 30 s of wait_seconds
+        assert not waiting.is_alive() and got == [None] and gate.gets == [listed[0].hex()]  # asked alone
+        assert not gate.opened.is_set()  # nothing streamed
+    finally:
+        cache.close()
+        lock.close()
+
+
+def test_a_cache_started_beside_a_holding_landing_neither_follows_nor_streams(tmp_path: Path) -> None:
+    listed = [_entry(n)[0] for n in range(3)]
+    cache, gate, lock = _cache_beside_a_landing(tmp_path, listed, holding=True)
+    try:
+        assert cache.prefetch is not None and cache.prefetch.finish(10)
+        assert cache.prefetch.wanted == 0 and not gate.opened.is_set()
+        assert cache.lookup(listed[1]) == (None, True)
+        started = time.monotonic()
+        assert cache.fetch(listed[1]) is None and gate.gets == [listed[1].hex()]  # the normal way, at once
+        assert time.monotonic() - started < 10
+    finally:
+        cache.close()
+        lock.close()
