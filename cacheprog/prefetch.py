@@ -556,6 +556,8 @@ class Prefetch:
                 prefetched, wire_bytes, wasted = end_counts(payload)
                 self._stats.add(prefetched=prefetched, prefetch_bytes=wire_bytes, prefetch_wasted=wasted)
             elif kind == b"B":
+                with self._lock:
+                    self._lander = None  # it landed nothing and is gone: ``take`` must not wait for its word
                 return False
         return True
 

@@ -317,3 +317,30 @@ def test_a_stopped_child_exits_and_frees_the_landing_lock_even_while_its_manifes
         silent.close()
         for conn in held:
             conn.close()
+
+
+def test_after_a_child_that_left_the_landing_to_another_gets_read_l1_on_the_loop(tmp_path: Path) -> None:
+    """The child found the key's landing lock held (``B``) and exited: the parent follows that
+    landing. An entry already in L1 is then a local hit on the protocol loop; waiting for the
+    word of a child that is gone would send every listed get through a worker thread."""
+    ids = _ids(3)
+    l1 = L1(str(tmp_path / "l1"), 1 << 30)
+    lock = warming.hold(l1.root, "k")  # another process lands this key
+    assert lock is not None
+    child, control = _fork(lambda reporter, pipe, control, commands: pipe.send(b"B"))
+    cfg = Config(url="http://gate.invalid", namespace="ns", dir=l1.root, read_only=True)
+    cache = Cache(cfg, l1, _Gate(ids), Stats(), say=lambda message: None,  # type: ignore[arg-type]
+                  prefetch=PrefetchSettings(wait_seconds=5.0), key=CommandKey("k", "test"), lander=child)
+    assert cache.prefetch is not None
+    cache.prefetch.start()
+    try:
+        _wait_for(lambda: cache.prefetch is not None and cache.prefetch.wanted == len(ids), "following the landing")
+        l1.put(ids[0], _entry(0).output_id, _body(0), _PUT)  # what the other landing wrote
+        entry, ask_remote = cache.lookup(ids[0])
+        assert entry is not None and not ask_remote and entry.output_id == _entry(0).output_id
+        assert _reaped(child.pid)
+    finally:
+        cache.close()
+        lock.close()
+        os.close(control)
+    assert cache.stats.snapshot()["local_hits"] == 1
