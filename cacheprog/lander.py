@@ -181,12 +181,12 @@ def start(cfg: Config, settings: PrefetchSettings) -> Lander | None:
 
 
 class _Pipe:
-    """The child's end: whole messages, from any thread; once the parent is gone, ``gone`` is set."""
+    """The child's end: whole messages, from any thread; once the parent is gone, ``stopping`` is set."""
 
-    def __init__(self, fd: int, gone: threading.Event) -> None:
+    def __init__(self, fd: int, stopping: threading.Event) -> None:
         self._fd = fd
         self._lock = threading.Lock()
-        self._gone = gone
+        self._stopping = stopping
 
     def send(self, kind: bytes, payload: bytes = b"") -> None:
         data = memoryview(_HEADER.pack(kind, len(payload)) + payload)
@@ -195,7 +195,7 @@ class _Pipe:
                 while data:
                     data = data[os.write(self._fd, data):]
             except OSError:
-                self._gone.set()
+                self._stopping.set()
 
 
 class _Reporter:
@@ -218,7 +218,7 @@ class _Reporter:
             self._pipe.send(b"A" if state == ABSENT else b"F", action_id)
 
 
-def _obey(commands: int, prefetch: Prefetch, lock: warming.Landing, gone: threading.Event) -> None:
+def _obey(commands: int, prefetch: Prefetch, lock: warming.Landing, stopping: threading.Event) -> None:
     """Carry out the parent's commands until it is gone (``wait`` lands a held entry on its thread)."""
     wants = Workers("want", _WANT_THREADS)
 
@@ -237,7 +237,7 @@ def _obey(commands: int, prefetch: Prefetch, lock: warming.Landing, gone: thread
             elif kind == b"W":
                 wants.submit(functools.partial(land, action_id))
         buf = buf[whole:]
-    gone.set()
+    stopping.set()
 
 
 def _detach() -> None:
@@ -256,8 +256,8 @@ def _child(cfg: Config, settings: PrefetchSettings, go_pid: int, fd: int, comman
     from .stats import Stats
 
     _detach()
-    gone = threading.Event()
-    pipe = _Pipe(fd, gone)
+    stopping = threading.Event()  # the parent said stop (SIGTERM), or it is gone
+    pipe = _Pipe(fd, stopping)
     key = command_key(os.environ, ppid=go_pid)  # go is our parent's parent
     l1 = L1(cfg.dir, cfg.l1_max_bytes)
     try:
@@ -283,20 +283,25 @@ def _child(cfg: Config, settings: PrefetchSettings, go_pid: int, fd: int, comman
     prefetch = Prefetch(l1, remote, stats, settings._replace(ahead=True), lambda: key, say_once,
                         lambda action_id: pipe.send(b"C", action_id), in_store)
     prefetch.reporter = _Reporter(pipe)
-    signal.signal(signal.SIGTERM, lambda signum, frame: prefetch.stop())
-    threading.Thread(target=_obey, args=(commands, prefetch, lock, gone), name="commands", daemon=True).start()
+
+    def stop(signum: int, frame: object) -> None:
+        prefetch.stop()
+        stopping.set()  # wakes the wait for the parent's close below at once, not at its next poll
+
+    signal.signal(signal.SIGTERM, stop)
+    threading.Thread(target=_obey, args=(commands, prefetch, lock, stopping), name="commands", daemon=True).start()
     prefetch.start()
     stopped_at = None
     while not prefetch.finish(0.05):
-        if gone.is_set():
+        if stopping.is_set():
             prefetch.stop()
         if prefetch.stopped:
             stopped_at = stopped_at or time.monotonic()
             if time.monotonic() - stopped_at > _STOP_GRACE_S:
                 lock.close()  # stuck in a request a stop cannot cut short (the manifest's): exit without it
                 return
-    while prefetch.holding and not prefetch.stopped and not gone.is_set():
-        gone.wait(0.05)  # held for the parent's gets (``_obey``) until it closes: it stops us then
+    while prefetch.holding and not prefetch.stopped and not stopping.is_set():
+        stopping.wait(0.05)  # held for the parent's gets (``_obey``) until it closes: it stops us then
     prefetch.close()
     counts = stats.snapshot()
     pipe.send(b"E", _END.pack(counts["prefetched"], counts["prefetch_bytes"], counts["prefetch_wasted"]))
