@@ -10,8 +10,11 @@ parent answers go and settles its waiting gets from those messages (``Prefetch._
 
 The child owns no part of go's protocol: its stdin, stdout and stderr are /dev/null from the
 start (go waits for the helper's stdout to close). It stops when the stream ends, when the parent
-says so (SIGTERM, at its close), and when the parent is gone (its next message cannot be
-written); once stopped, it exits within ``_STOP_GRACE_S`` even while a request to the gate hangs.
+says so (at its close, by closing the command pipe), and when the parent is gone (the command
+pipe ends as well); once stopped, it exits within ``_STOP_GRACE_S`` even while a request to the
+gate hangs. Not by a signal: a SIGTERM handler that stopped the prefetch took the lock of an
+``Event`` the child's main thread could be holding right then, and the child hung for ever,
+holding the landing lock (seen once in about thirty builds).
 Anything it would tell a person goes to the parent, which says it once. Without ``os.fork``
 (Windows) or with ``GOCACHEGATE_PREFETCH_PROCESS=0`` the landing runs in the helper's threads
 instead.
@@ -42,7 +45,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import signal
 import struct
 import sys
 import threading
@@ -83,8 +85,7 @@ class Lander:
         self._fd = fd
         self._commands = commands_fd
         self._lock = threading.Lock()
-        self._open = True  # until the child is gone: then its descriptors' numbers may be reused
-        self._stopped = False
+        self._stopped = False  # the command pipe is closed: its descriptor's number may be reused
 
     def hold(self) -> None:
         """Tell the child to land no more ahead of go, only what ``want`` names."""
@@ -96,7 +97,7 @@ class Lander:
 
     def _command(self, kind: bytes, action_id: bytes) -> None:
         with self._lock:
-            if self._open:
+            if not self._stopped:  # the pipe is closed then
                 with contextlib.suppress(OSError):  # full (the get waits, then asks alone) or gone
                     os.write(self._commands, _COMMAND.pack(kind, action_id))
 
@@ -120,22 +121,18 @@ class Lander:
                 buf = buf[start:]
         finally:
             self.stop()
-            with self._lock:
-                self._open = False
-                os.close(self._fd)
-                os.close(self._commands)
+            os.close(self._fd)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.pid, 0)
 
     def stop(self) -> None:
-        """Ask the child to stop streaming and exit (once, and never once it is reaped: its pid
-        may be another process's then); never raises."""
+        """Ask the child to stop streaming and exit: the end of its command pipe says so (once);
+        never raises."""
         with self._lock:
             if self._stopped:
                 return
             self._stopped = True
-            with contextlib.suppress(OSError):  # gone already
-                os.kill(self.pid, signal.SIGTERM)
+            os.close(self._commands)
 
 
 def landed_entry(payload: bytes, output_path: Callable[[bytes], str]) -> tuple[bytes, L1Entry, int]:
@@ -226,7 +223,7 @@ def _obey(commands: int, prefetch: Prefetch, lock: warming.Landing, stopping: th
         prefetch.wait(action_id)  # the reporter tells the parent how it went
 
     buf = b""
-    while data := os.read(commands, 1 << 12):
+    while data := os.read(commands, 1 << 12):  # until the parent says stop, or is gone
         buf += data
         whole = len(buf) - len(buf) % _COMMAND.size
         for offset in range(0, whole, _COMMAND.size):
@@ -237,6 +234,7 @@ def _obey(commands: int, prefetch: Prefetch, lock: warming.Landing, stopping: th
             elif kind == b"W":
                 wants.submit(functools.partial(land, action_id))
         buf = buf[whole:]
+    prefetch.stop()
     stopping.set()
 
 
@@ -256,7 +254,7 @@ def _child(cfg: Config, settings: PrefetchSettings, go_pid: int, fd: int, comman
     from .stats import Stats
 
     _detach()
-    stopping = threading.Event()  # the parent said stop (SIGTERM), or it is gone
+    stopping = threading.Event()  # the parent said stop, or it is gone
     pipe = _Pipe(fd, stopping)
     key = command_key(os.environ, ppid=go_pid)  # go is our parent's parent
     l1 = L1(cfg.dir, cfg.l1_max_bytes)
@@ -283,12 +281,6 @@ def _child(cfg: Config, settings: PrefetchSettings, go_pid: int, fd: int, comman
     prefetch = Prefetch(l1, remote, stats, settings._replace(ahead=True), lambda: key, say_once,
                         lambda action_id: pipe.send(b"C", action_id), in_store)
     prefetch.reporter = _Reporter(pipe)
-
-    def stop(signum: int, frame: object) -> None:
-        prefetch.stop()
-        stopping.set()  # wakes the wait for the parent's close below at once, not at its next poll
-
-    signal.signal(signal.SIGTERM, stop)
     threading.Thread(target=_obey, args=(commands, prefetch, lock, stopping), name="commands", daemon=True).start()
     prefetch.start()
     stopped_at = None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import socket
 import threading
 import time
@@ -107,13 +106,32 @@ def test_the_child_s_messages_reach_the_parent_whole_and_in_order() -> None:
     assert lander.end_counts(messages[9][1]) == (3, 12345, 2)
 
 
+class _Stoppable:
+    """What the child's command thread (``lander._obey``) stops: says so to the parent."""
+
+    def __init__(self, pipe: lander._Pipe) -> None:
+        self._pipe = pipe
+
+    def stop(self) -> None:
+        self._pipe.send(b"T", b"stopped\0the prefetch was stopped")
+
+
+class _NoLock:
+    def hold_only(self) -> None:
+        pass
+
+
 def test_stop_ends_a_child_that_is_still_at_work() -> None:
+    """Through the end of the command pipe, read by the child's own command thread. Not a signal:
+    a SIGTERM handler that stopped the prefetch could take a lock the interrupted main thread held,
+    and the child hung for ever with the landing lock."""
+
     def child(reporter: lander._Reporter, pipe: lander._Pipe, control: int, commands: int) -> None:
-        # Both messages out before a stop can land: the test reads the first and stops at once.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         reporter.wanted(_ids(2), b"")
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-        time.sleep(60)
+        stopping = threading.Event()
+        lander._obey(commands, _Stoppable(pipe), _NoLock(), stopping)  # type: ignore[arg-type]
+        if stopping.is_set():
+            pipe.send(b"T", b"stopping\0set")
 
     handle, _ = _fork(child)
     messages = handle.messages()
@@ -121,7 +139,8 @@ def test_stop_ends_a_child_that_is_still_at_work() -> None:
     started = time.monotonic()
     handle.stop()
     handle.stop()  # once is enough; twice is harmless
-    assert [kind for kind, _ in messages] == [b"K"]
+    assert [(kind, payload.partition(b"\0")[0]) for kind, payload in messages] == [
+        (b"K", b""), (b"T", b"stopped"), (b"T", b"stopping")]
     assert time.monotonic() - started < 5 and _reaped(handle.pid)
 
 
@@ -150,8 +169,8 @@ def test_commands_after_the_child_is_gone_never_reach_a_reused_descriptor() -> N
 class _Scripted:
     """A child that lists ``ids`` (at once, or when told ``I``) and then does what the test tells
     it: ``P`` + n writes entry n into L1, ``L`` + n says it landed, ``A`` + n that it is absent;
-    anything else ends it. Told to hold, it says so (``T``); asked for an entry while holding, it
-    lands it."""
+    anything else ends it, and so does the end of its command pipe. Told to hold, it says so
+    (``T``); asked for an entry while holding, it lands it."""
 
     def __init__(self, ids: list[bytes], l1: L1, *, list_at_once: bool = True) -> None:
         self.ids = ids
@@ -165,6 +184,7 @@ class _Scripted:
                 pipe.send(b"T", b"hold\0told to hold")
             elif kind == b"W":
                 reporter.landed(action_id, _entry(self.ids.index(action_id)), compute_ms=7)
+        os._exit(0)  # the command pipe ended: the parent said stop (or is gone), as for the real child
 
     def __call__(self, reporter: lander._Reporter, pipe: lander._Pipe, control: int, commands: int) -> None:
         threading.Thread(target=self._obey, args=(reporter, pipe, commands), daemon=True).start()
