@@ -70,6 +70,9 @@ _COMMAND = struct.Struct(">c32s")
 #: keep the child (and the landing lock) past go's close for the remote timeout, and the helper's
 #: close waiting for it.
 _STOP_GRACE_S = 0.5
+#: How long a child may outlive the end of its command pipe, whatever its main thread is stuck in:
+#: it holds the landing lock, and the go commands of the job with its key would follow it.
+_EXIT_AFTER_STOP_S = 5.0
 _IDS_PER_MESSAGE = 2048
 _WANT_THREADS = 8
 
@@ -236,6 +239,8 @@ def _obey(commands: int, prefetch: Prefetch, lock: warming.Landing, stopping: th
         buf = buf[whole:]
     prefetch.stop()
     stopping.set()
+    time.sleep(_EXIT_AFTER_STOP_S)  # the main thread exits well before this, unless a bug holds it
+    os._exit(1)
 
 
 def _detach() -> None:

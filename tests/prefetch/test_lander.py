@@ -127,10 +127,11 @@ def test_stop_ends_a_child_that_is_still_at_work() -> None:
     and the child hung for ever with the landing lock."""
 
     def child(reporter: lander._Reporter, pipe: lander._Pipe, control: int, commands: int) -> None:
-        reporter.wanted(_ids(2), b"")
         stopping = threading.Event()
-        lander._obey(commands, _Stoppable(pipe), _NoLock(), stopping)  # type: ignore[arg-type]
-        if stopping.is_set():
+        threading.Thread(target=lander._obey, args=(commands, _Stoppable(pipe), _NoLock(), stopping),
+                         daemon=True).start()
+        reporter.wanted(_ids(2), b"")
+        if stopping.wait(30):  # as the real child's main thread does, once its prefetch stopped
             pipe.send(b"T", b"stopping\0set")
 
     handle, _ = _fork(child)
@@ -142,6 +143,25 @@ def test_stop_ends_a_child_that_is_still_at_work() -> None:
     assert [(kind, payload.partition(b"\0")[0]) for kind, payload in messages] == [
         (b"K", b""), (b"T", b"stopped"), (b"T", b"stopping")]
     assert time.monotonic() - started < 5 and _reaped(handle.pid)
+
+
+def test_a_child_whose_main_thread_is_stuck_still_exits_soon_after_the_parent_says_stop(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lander, "_EXIT_AFTER_STOP_S", 0.2)  # the child is forked with it
+
+    def child(reporter: lander._Reporter, pipe: lander._Pipe, control: int, commands: int) -> None:
+        threading.Thread(target=lander._obey, args=(commands, _Stoppable(pipe), _NoLock(), threading.Event()),
+                         daemon=True).start()
+        reporter.wanted([], b"")
+        threading.Event().wait(60)  # stuck: a bug, a disk that hangs
+
+    handle, _ = _fork(child)
+    messages = handle.messages()
+    assert next(messages)[0] == b"K"
+    started = time.monotonic()
+    handle.stop()
+    assert [kind for kind, _ in messages] == [b"T"]  # the prefetch was told to stop; then it exited
+    assert time.monotonic() - started < 10 and _reaped(handle.pid)
 
 
 def test_commands_after_the_child_is_gone_never_reach_a_reused_descriptor() -> None:
