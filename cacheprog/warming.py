@@ -9,14 +9,17 @@ with std, a warm started together with the build took the build to 3.75x native 
 build's helper prefetched as well, and to 3.10x when it followed the warm (docs/prefetch.md).
 
 The lock goes with the process: a warm that stops or dies releases it, and the gets still waiting
-then ask the gate themselves. A helper's landing whose go command showed the manifest stale lands
-only what its own go asks for from then on (``Prefetch.hold``); it keeps the lock but writes
-``hold`` into the file. A follower then stops waiting for it (its gets would wait in vain), and a
-go command started later with the same key neither follows nor streams the stale manifest again:
-its gets go the way they go without a manifest. A landing that ends removes its lock file before it lets go of it, so
-an L1 that outlives many commands (a developer's, a node's) does not keep a file per key for ever.
-A process that opened the file just before it was removed would lock a file nobody else can find:
-``hold`` checks that the file it locked is still the one at the path, and opens it again if not.
+then ask the gate themselves. A landing that ends removes its lock file before it lets go of it,
+so an L1 that outlives many commands (a developer's, a node's) does not keep a file per key for
+ever. A process that opened the file just before it was removed would lock a file nobody else can
+find: ``hold`` checks that the file it locked is still the one at the path, and opens it again if
+not.
+
+A helper's landing whose go command showed the manifest stale lands only what its own go asks for
+from then on (``Prefetch.hold``); it keeps the lock but writes ``hold`` into the file. A follower
+then stops waiting for it (its gets would wait in vain), and a go command started later with the
+same key neither follows nor streams the stale manifest again: its gets go the way they go
+without a manifest. A new holder empties the file: one that died may have left ``hold`` in it.
 """
 
 from __future__ import annotations
