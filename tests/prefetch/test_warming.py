@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
@@ -65,23 +67,32 @@ def test_a_lock_file_removed_under_an_opener_is_not_held_in_secret(tmp_path: Pat
     second.close()
 
 
-def test_the_lock_goes_with_its_process(tmp_path: Path) -> None:
-    root = str(tmp_path / "l1")
+@contextlib.contextmanager
+def _holder(root: str, key: str, then: str = "") -> Iterator[subprocess.Popen[str]]:
+    """Another process that holds the landing lock of ``key`` (as ``h``, after running ``then``)
+    until the test kills it."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from cacheprog import warming; "
-         f"h = warming.hold({root!r}, 'k'); print(h is not None, flush=True); time.sleep(60)"],
+        [sys.executable, "-c", "import time; from cacheprog import warming; "
+         f"h = warming.hold({root!r}, {key!r}); assert h is not None; {then}print('held', flush=True); "
+         "time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "True"
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait(10)
+
+
+def test_the_lock_goes_with_its_process(tmp_path: Path) -> None:
+    root = str(tmp_path / "l1")
+    with _holder(root, "k") as holder:
         seen = warming.watch(root, "k")
         assert seen is not None and seen.active()
         holder.kill()
         holder.wait(10)
         assert not seen.active()
         seen.close()
-    finally:
-        holder.kill()
-        holder.wait(10)
 
 
 def test_a_landing_that_holds_says_so_and_a_new_holder_starts_clean(tmp_path: Path) -> None:
@@ -94,12 +105,7 @@ def test_a_landing_that_holds_says_so_and_a_new_holder_starts_clean(tmp_path: Pa
     assert seen.active() and seen.holding()  # still the holder: others neither follow it nor stream
     seen.close()
     # A holder that dies leaves its file behind, ``hold`` and all: the next holder lands ahead again.
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from cacheprog import warming; "
-         f"h = warming.hold({root!r}, 'dies'); h.hold_only(); print('held', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with _holder(root, "dies", then="h.hold_only(); ") as holder:
         holder.kill()
         holder.wait(10)
         assert Path(warming._path(root, "dies")).read_bytes() == b"hold\n"  # left behind
@@ -109,9 +115,6 @@ def test_a_landing_that_holds_says_so_and_a_new_holder_starts_clean(tmp_path: Pa
         assert after is not None and after.active() and not after.holding()
         after.close()
         again.close()
-    finally:
-        holder.kill()
-        holder.wait(10)
     held.close()
 
 
