@@ -118,12 +118,13 @@ async def read_manifest(storage: Storage, namespace: str, key: str) -> tuple[byt
                 data += chunk
     finally:
         await reader.aclose()
+    stored = bytes(data)
     try:
-        manifest = parse_manifest(bytes(data))
+        manifest = parse_manifest(stored)
     except ValueError as exc:
         log.warning("ignoring unreadable manifest %s: %s", manifest_key(namespace, key), exc)
         return None
-    return bytes(data), manifest
+    return stored, manifest
 
 
 async def get_manifest(storage: Storage, namespace: str, key: str) -> bytes | None:
