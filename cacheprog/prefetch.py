@@ -424,7 +424,8 @@ class Prefetch:
         return not self._thread.is_alive()
 
     def stop(self) -> None:
-        """Stop streaming: a read blocked on the stream returns at once. Safe from a signal handler."""
+        """Stop streaming: a read blocked on the stream returns at once. From any thread, never from a
+        signal handler (``Event.set`` takes a lock the interrupted thread may hold: ``lander.py``)."""
         self._stop.set()
         stream = self._stream
         if stream is not None:
